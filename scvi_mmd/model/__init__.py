@@ -1,0 +1,3 @@
+from ._scvimmd import SCVIMMD
+
+__all__ = ["SCVIMMD"]

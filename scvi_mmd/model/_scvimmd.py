@@ -1,0 +1,192 @@
+"""The user-facing SCVIMMD model."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS, settings
+from scvi.model import SCVI
+
+from scvi_mmd.module import MMDVAE
+from scvi_mmd.module._mmdvae import validate_mmd_args
+from scvi_mmd.train import MMDTrainingPlan
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Literal
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+class SCVIMMD(SCVI):
+    """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
+
+    The training loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, with
+    ``L_mmd`` the sum of MMD^2 between the latent samples of consecutive batches present in the
+    minibatch (Gretton et al., 2012). ``mmd_weight`` is a batch-correction knob: ``0`` is
+    :class:`~scvi.model.SCVI` exactly; larger values pull batches together in latent space; too
+    large values merge distinct cell types.
+
+    Parameters
+    ----------
+    adata
+        AnnData object registered with :meth:`~scvi_mmd.SCVIMMD.setup_anndata`. If ``None``, the
+        module is initialised at training time (see :class:`~scvi.model.SCVI`).
+    registry
+        Registry of the data module, when ``adata`` is ``None``.
+    mmd_mode
+        ``"normal"``: exact quadratic-time MMD^2 (biased, ``O(n^2)`` per minibatch of ``n``
+        cells); ``"fast"``: linear-time unbiased estimate (``O(n)``, noisier).
+    mmd_weight
+        Weight of the MMD term, finite and ``>= 0``.
+    mmd_kernel_gamma
+        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``.
+    n_hidden
+        Number of nodes per hidden layer.
+    n_latent
+        Dimensionality of the latent space.
+    n_layers
+        Number of hidden layers used for encoder and decoder NNs.
+    dropout_rate
+        Dropout rate for neural networks.
+    dispersion
+        One of ``"gene"``, ``"gene-batch"``, ``"gene-label"``, ``"gene-cell"``
+        (see :class:`~scvi.model.SCVI`).
+    gene_likelihood
+        One of ``"zinb"``, ``"nb"``, ``"poisson"``, ``"normal"``.
+    use_observed_lib_size
+        If ``True``, use the observed library size as the scaling factor of the mean.
+    latent_distribution
+        One of ``"normal"`` or ``"ln"``.
+    **kwargs
+        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE` and :class:`~scvi.module.VAE`.
+
+    Examples
+    --------
+    >>> adata = anndata.read_h5ad(path_to_anndata)
+    >>> scvi_mmd.SCVIMMD.setup_anndata(adata, batch_key="batch")
+    >>> model = scvi_mmd.SCVIMMD(adata, mmd_mode="normal", mmd_weight=10.0)
+    >>> model.train()
+    >>> adata.obsm["X_scvi_mmd"] = model.get_latent_representation()
+    >>> model.history["mmd_loss_train"].plot()
+    """
+
+    _module_cls = MMDVAE
+    _training_plan_cls = MMDTrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        mmd_mode: Literal["normal", "fast"] = "normal",
+        mmd_weight: float = 1.0,
+        mmd_kernel_gamma: float = 1.0,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dispersion: Literal["gene", "gene-batch", "gene-label", "gene-cell"] = "gene",
+        gene_likelihood: Literal["zinb", "nb", "poisson", "normal"] = "zinb",
+        use_observed_lib_size: bool = True,
+        latent_distribution: Literal["normal", "ln"] = "normal",
+        **kwargs,
+    ):
+        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma)
+        super().__init__(
+            adata,
+            registry,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
+            use_observed_lib_size=use_observed_lib_size,
+            latent_distribution=latent_distribution,
+            mmd_mode=mmd_mode,
+            mmd_weight=mmd_weight,
+            mmd_kernel_gamma=mmd_kernel_gamma,
+            **kwargs,
+        )
+        n_batch = self.summary_stats.n_batch
+        if n_batch < 2:
+            warnings.warn(
+                f"Only {n_batch} batch is registered: the MMD term is always 0 and SCVIMMD "
+                "trains as SCVI. Pass `batch_key` to `SCVIMMD.setup_anndata`.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+        self._model_summary_string = (
+            self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
+            + f", mmd_mode: {mmd_mode}, mmd_weight: {mmd_weight}, "
+            f"mmd_kernel_gamma: {mmd_kernel_gamma}."
+        )
+        # SCVI.__init__ recorded its own locals: record ours for save/load.
+        self.init_params_ = self._get_init_params(locals())
+
+    @torch.inference_mode()
+    def get_mmd_loss(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        data_loader_kwargs: dict | None = None,
+    ) -> float:
+        """Compute the MMD term ``L_mmd`` on the data, as in training.
+
+        Cells are shuffled (with ``scvi.settings.seed``, so the result is reproducible and the
+        global random state is left untouched) so that minibatches mix batches even when the
+        AnnData is sorted by batch. ``L_mmd`` is computed on latent samples of each minibatch
+        and averaged over minibatches weighted by their number of cells, like the
+        ``mmd_loss_validation`` entry of :attr:`history`.
+
+        Parameters
+        ----------
+        adata
+            AnnData object with the same structure as the one used to set up the model. If
+            ``None``, defaults to the AnnData object used to initialise the model.
+        indices
+            Indices of cells in ``adata`` to use. If ``None``, all cells are used.
+        batch_size
+            Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
+        data_loader_kwargs
+            Keyword arguments for the data loader.
+
+        Returns
+        -------
+        The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
+        """
+        adata = self._validate_anndata(adata)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        if indices.size == 0:
+            raise ValueError("`indices` selects no cells.")
+        devices = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(settings.seed if settings.seed is not None else 0)
+            order = torch.randperm(indices.size).numpy()
+            dataloader = self._make_data_loader(
+                adata=adata,
+                indices=indices[order],
+                batch_size=batch_size,
+                shuffle=False,
+                **(data_loader_kwargs or {}),
+            )
+            total, n_cells = 0.0, 0
+            for tensors in dataloader:
+                inference_outputs = self.module.inference(
+                    **self.module._get_inference_input(tensors)
+                )
+                z = inference_outputs["z"]
+                batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
+                n = batch_index.shape[0]
+                total += float(self.module.mmd_loss(z, batch_index)) * n
+                n_cells += n
+        return total / n_cells

@@ -1,0 +1,3 @@
+from ._mmdvae import MMDVAE
+
+__all__ = ["MMDVAE"]

@@ -1,0 +1,3 @@
+from ._trainingplan import MMDTrainingPlan
+
+__all__ = ["MMDTrainingPlan"]
