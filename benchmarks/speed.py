@@ -1,0 +1,195 @@
+"""Speed and memory of the MMD term: SCVI vs SCVIMMD epochs, and the MMD function alone.
+
+Usage::
+
+    python benchmarks/speed.py                      # 10k cells x 2k genes, CPU or GPU
+    python benchmarks/speed.py --n-cells 2000 --rounds 2 --quick   # a smoke run
+
+Part 1 times training epochs of ``scvi.model.SCVI`` and ``SCVIMMD`` (``mmd_mode`` "normal"
+and "fast") on the same synthetic counts, interleaved round by round (SCVI, normal, fast,
+SCVI, ...) so that drifts of the machine hit every method alike, at minibatch sizes 128 and
+2048 with 2 and 32 batches. It prints the median epoch time of each and the ratio to SCVI.
+
+Part 2 times the grouped MMD function alone (forward + backward) for n = 128 .. 8192 cells
+and reports the memory it keeps for the backward pass (and the peak GPU memory on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import anndata
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+import scvi
+from scvi_mmd import SCVIMMD
+from scvi_mmd.mmd import grouped_mmd
+
+
+class EpochTimer(pl.Callback):
+    """Wall-clock seconds of each training epoch (setup and teardown excluded)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def _sync(self, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._sync(pl_module)
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def synthetic_counts(n_cells: int, n_genes: int, n_batches: int, seed: int = 0) -> anndata.AnnData:
+    """Negative-binomial counts with a per-batch gene scaling."""
+    rng = np.random.default_rng(seed)
+    batch = rng.integers(0, n_batches, n_cells)
+    base = rng.gamma(0.5, 2.0, n_genes)
+    batch_factor = rng.lognormal(0.0, 0.3, (n_batches, n_genes))
+    mean = base[None, :] * batch_factor[batch]
+    counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
+    adata = anndata.AnnData(sp.csr_matrix(counts))
+    adata.obs["batch"] = pd.Categorical([f"b{b}" for b in batch])
+    return adata
+
+
+def time_epochs(n_cells, n_genes, n_batches, batch_size, rounds, accelerator):
+    adata = synthetic_counts(n_cells, n_genes, n_batches)
+    scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+    models = {"SCVI": scvi.model.SCVI(adata)}
+    for mode in ("normal", "fast"):
+        data = adata.copy()
+        SCVIMMD.setup_anndata(data, batch_key="batch")
+        models[mode] = SCVIMMD(data, mmd_mode=mode, mmd_weight=1.0)
+    timers = {name: EpochTimer() for name in models}
+    train_kwargs = {
+        "max_epochs": 1,
+        "batch_size": batch_size,
+        "train_size": 1.0,
+        "accelerator": accelerator,
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    for name, model in models.items():  # warm-up epoch, not timed
+        model.train(**train_kwargs)
+    for _ in range(rounds):
+        for name, model in models.items():
+            model.train(**train_kwargs, callbacks=[timers[name]])
+    return {name: statistics.median(t.seconds) for name, t in timers.items()}
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of ``fn()``."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+def time_function(n, n_batches, mode, device, repeats, d=10):
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(n, d, generator=gen).to(device).requires_grad_()
+    groups = torch.randint(0, n_batches, (n,), generator=gen).to(device)
+
+    def step():
+        out = grouped_mmd(z, groups, n_batches, mode=mode)
+        out.backward()
+        return out
+
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    _, saved = saved_bytes(lambda: grouped_mmd(z, groups, n_batches, mode=mode))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return statistics.median(times), saved / 2**20, peak
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-cells", type=int, default=10_000)
+    parser.add_argument("--n-genes", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per method")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 2048])
+    parser.add_argument("--n-batches", type=int, nargs="+", default=[2, 32])
+    parser.add_argument("--function-sizes", type=int, nargs="+",
+                        default=[128, 512, 2048, 8192])
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--out", default=None, help="CSV prefix for the two tables")
+    parser.add_argument("--quick", action="store_true", help="skip the function benchmark")
+    args = parser.parse_args(argv)
+
+    scvi.settings.seed = 0
+    device = torch.device(
+        "cuda" if torch.cuda.is_available() and args.accelerator in ("auto", "gpu") else "cpu"
+    )
+    print(f"device: {device}, torch {torch.__version__}, scvi-tools {scvi.__version__}, "
+          f"threads {torch.get_num_threads()}")
+
+    rows = []
+    for n_batches in args.n_batches:
+        for batch_size in args.batch_sizes:
+            med = time_epochs(args.n_cells, args.n_genes, n_batches, batch_size, args.rounds,
+                              args.accelerator)
+            row = {
+                "n_batches": n_batches,
+                "batch_size": batch_size,
+                "scvi_s": med["SCVI"],
+                "normal_s": med["normal"],
+                "fast_s": med["fast"],
+                "ratio_normal": med["normal"] / med["SCVI"],
+                "ratio_fast": med["fast"] / med["SCVI"],
+            }
+            rows.append(row)
+            print(pd.DataFrame([row]).to_string(index=False, float_format="%.3f"), flush=True)
+    epochs = pd.DataFrame(rows)
+    print("\nEpoch time, median over rounds (seconds) and ratio to SCVI:")
+    print(epochs.to_string(index=False, float_format="%.3f"))
+
+    if not args.quick:
+        rows = []
+        for n_batches in args.n_batches:
+            for n in args.function_sizes:
+                for mode in ("normal", "fast"):
+                    seconds, saved_mb, peak_mb = time_function(
+                        n, n_batches, mode, device, repeats=5 if n <= 2048 else 2
+                    )
+                    rows.append({"n_batches": n_batches, "n": n, "mode": mode,
+                                 "ms_fwd_bwd": 1e3 * seconds, "saved_mb": saved_mb,
+                                 "peak_gpu_mb": peak_mb})
+        functions = pd.DataFrame(rows)
+        print("\nMMD function alone, forward + backward (d = 10):")
+        print(functions.to_string(index=False, float_format="%.3f"))
+        if args.out:
+            functions.to_csv(f"{args.out}_function.csv", index=False)
+    if args.out:
+        epochs.to_csv(f"{args.out}_epochs.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()

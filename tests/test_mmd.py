@@ -1,0 +1,266 @@
+"""The MMD maths against slow, independent loop references and analytic values."""
+
+import math
+
+import pytest
+import torch
+
+from scvi_mmd.mmd import (
+    gaussian_kernel,
+    group_counts,
+    grouped_mmd,
+    grouped_mmd_exact,
+    grouped_mmd_linear,
+    mmd_exact,
+    mmd_linear,
+    sequential_pairs,
+)
+
+# ---------------------------------------------------------------- slow references (float64)
+
+
+def ref_kernel(a, b, gamma):
+    return math.exp(-gamma * sum((float(u) - float(v)) ** 2 for u, v in zip(a, b, strict=True)))
+
+
+def ref_mmd_exact(x, y, gamma=1.0):
+    """Square of eq. (5) of Gretton et al. (2012): a plain double loop."""
+    m, n = len(x), len(y)
+    kxx = sum(ref_kernel(a, b, gamma) for a in x for b in x) / m**2
+    kyy = sum(ref_kernel(a, b, gamma) for a in y for b in y) / n**2
+    kxy = sum(ref_kernel(a, b, gamma) for a in x for b in y) / (m * n)
+    return kxx + kyy - 2 * kxy
+
+
+def ref_mmd_unbiased(x, y, gamma=1.0):
+    """Unbiased U-statistic of eq. (3): diagonal terms left out."""
+    m, n = len(x), len(y)
+    kxx = sum(ref_kernel(x[i], x[j], gamma) for i in range(m) for j in range(m) if i != j)
+    kyy = sum(ref_kernel(y[i], y[j], gamma) for i in range(n) for j in range(n) if i != j)
+    kxy = sum(ref_kernel(a, b, gamma) for a in x for b in y)
+    return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2 * kxy / (m * n)
+
+
+def ref_mmd_linear(x, y, gamma=1.0):
+    """Lemma 14, truncated to 2h = min(m, n), cell i paired with cell i + h."""
+    h = min(len(x), len(y)) // 2
+    if h == 0:
+        return 0.0
+    total = 0.0
+    for i in range(h):
+        x1, x2, y1, y2 = x[i], x[i + h], y[i], y[i + h]
+        total += (
+            ref_kernel(x1, x2, gamma)
+            + ref_kernel(y1, y2, gamma)
+            - ref_kernel(x1, y2, gamma)
+            - ref_kernel(x2, y1, gamma)
+        )
+    return total / h
+
+
+def ref_grouped(z, groups, mode, gamma=1.0):
+    """Sum over sequential pairs of present groups, one Python loop per pair."""
+    groups = [int(g) for g in groups]
+    present = sorted(set(groups))
+    by_group = {g: [z[i] for i in range(len(groups)) if groups[i] == g] for g in present}
+    estimator = ref_mmd_exact if mode == "normal" else ref_mmd_linear
+    return sum(
+        estimator(by_group[a], by_group[b], gamma)
+        for a, b in zip(present[:-1], present[1:], strict=True)
+    )
+
+
+def analytic_mmd2(delta, sigma, d, gamma):
+    """Population MMD^2 of N(0, s^2 I) vs N(delta, s^2 I) under exp(-gamma ||x - y||^2)."""
+    c = 1 + 4 * gamma * sigma**2
+    return 2 * c ** (-d / 2) * (1 - math.exp(-gamma * delta**2 / c))
+
+
+# ---------------------------------------------------------------- two-sample estimators
+
+
+def test_gaussian_kernel_matches_loop():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    k = gaussian_kernel(x, y, gamma=0.3)
+    ref = torch.tensor([[ref_kernel(a, b, 0.3) for b in y] for a in x])
+    torch.testing.assert_close(k, ref.float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("m", "n", "d", "gamma"), [(7, 7, 2, 1.0), (5, 9, 3, 0.2), (1, 4, 10, 2.0)])
+def test_mmd_exact_matches_loop(m, n, d, gamma):
+    gen = torch.Generator().manual_seed(m * 100 + n)
+    x = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(n, d, generator=gen, dtype=torch.float64) + 0.5
+    assert mmd_exact(x, y, gamma).item() == pytest.approx(ref_mmd_exact(x, y, gamma), abs=1e-10)
+
+
+@pytest.mark.parametrize(("m", "n", "d", "gamma"), [(8, 8, 2, 1.0), (7, 12, 3, 0.2), (5, 3, 4, 2.0)])
+def test_mmd_linear_matches_loop(m, n, d, gamma):
+    gen = torch.Generator().manual_seed(m * 100 + n)
+    x = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(n, d, generator=gen, dtype=torch.float64) + 0.5
+    assert mmd_linear(x, y, gamma).item() == pytest.approx(ref_mmd_linear(x, y, gamma), abs=1e-10)
+
+
+def test_identical_sets_give_zero():
+    x = torch.randn(20, 5, generator=torch.Generator().manual_seed(1))
+    assert mmd_exact(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    # every Lemma-14 term is k(x1,x2) + k(x1,x2) - k(x1,x2) - k(x2,x1) = 0
+    assert mmd_linear(x, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_exact_is_nonnegative_and_symmetric():
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        x = torch.randn(6, 2, generator=gen) * 0.3
+        y = torch.randn(9, 2, generator=gen) * 0.3
+        assert mmd_exact(x, y).item() >= -1e-6
+        assert mmd_exact(x, y).item() == pytest.approx(mmd_exact(y, x).item(), abs=1e-6)
+        assert mmd_linear(x, y).item() == pytest.approx(mmd_linear(y, x).item(), abs=1e-6)
+
+
+def test_tiny_samples_are_defined():
+    x, y = torch.zeros(1, 3), torch.ones(1, 3)
+    assert mmd_linear(x, y).item() == 0.0
+    assert mmd_exact(x, y).item() == pytest.approx(2 - 2 * math.exp(-3), abs=1e-6)
+
+
+def test_estimators_against_analytic_population_value():
+    """Linear estimate is unbiased; the exact (V-statistic) one is biased upwards."""
+    d, sigma, delta, gamma, m, draws = 2, 1.0, 1.0, 0.5, 40, 400
+    truth = analytic_mmd2(delta, sigma, d, gamma)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(draws, m, d, generator=gen, dtype=torch.float64) * sigma
+    y = torch.randn(draws, m, d, generator=gen, dtype=torch.float64) * sigma
+    y[..., 0] += delta
+    linear = mmd_linear(x, y, gamma)
+    exact = mmd_exact(x, y, gamma)
+    # unbiased U-statistic from the exact one: remove the diagonal k = 1 terms and renormalise
+    k_xx = gaussian_kernel(x, x, gamma).sum((-1, -2))
+    k_yy = gaussian_kernel(y, y, gamma).sum((-1, -2))
+    k_xy = gaussian_kernel(x, y, gamma).mean((-1, -2))
+    unbiased = (k_xx - m) / (m * (m - 1)) + (k_yy - m) / (m * (m - 1)) - 2 * k_xy
+    assert unbiased[0].item() == pytest.approx(ref_mmd_unbiased(x[0], y[0], gamma), abs=1e-10)
+    se_linear = linear.std().item() / math.sqrt(draws)
+    assert abs(linear.mean().item() - truth) < 4 * se_linear
+    assert abs(unbiased.mean().item() - truth) < 4 * unbiased.std().item() / math.sqrt(draws)
+    # V-statistic bias: + (2/m) (1 - E k(x, x')) > 0, well above its noise
+    assert exact.mean().item() - truth > 0.5 * (2 / m) * (1 - (1 + 4 * gamma) ** (-d / 2))
+    # fast-mode mean is close to the exact unbiased value
+    assert abs(linear.mean().item() - unbiased.mean().item()) < 4 * se_linear
+
+
+def test_linear_zero_in_expectation_for_same_distribution():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(500, 30, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(500, 30, 3, generator=gen, dtype=torch.float64)
+    values = mmd_linear(x, y)
+    assert abs(values.mean().item()) < 4 * values.std().item() / math.sqrt(500)
+    assert (values < 0).any()  # unbiased, so it can be negative
+
+
+# ---------------------------------------------------------------- grouped estimators
+
+
+def test_sequential_pairs_skip_absent_groups():
+    counts = torch.tensor([2, 0, 3, 1, 0])
+    assert sequential_pairs(counts).flatten().tolist() == [2, -1, 3, -1, -1]
+    assert sequential_pairs(torch.tensor([0, 4, 0])).flatten().tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_grouped_example_from_the_spec(mode):
+    """batches [0, 0, 1, 1, 3, 3] -> MMD(b0, b1) + MMD(b1, b3)."""
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 1, 3, 3])
+    pair_estimator = mmd_exact if mode == "normal" else mmd_linear
+    expected = pair_estimator(z[0:2], z[2:4]) + pair_estimator(z[2:4], z[4:6])
+    value = grouped_mmd(z, groups, n_groups=4, mode=mode)
+    assert value.item() == pytest.approx(expected.item(), abs=1e-12)
+    assert value.item() == pytest.approx(ref_grouped(z, groups, mode), abs=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_matches_loop_on_random_layouts(mode, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, n_groups = 40, 6
+    z = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, n_groups, (n,), generator=gen)
+    groups[groups == 2] = 4  # an absent group in the middle
+    groups[0] = 5
+    expected = ref_grouped(z, groups, mode, gamma=0.7)
+    value = grouped_mmd(z, groups[:, None], n_groups, mode=mode, gamma=0.7)
+    assert value.item() == pytest.approx(expected, abs=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_one_group_gives_zero(mode):
+    z = torch.randn(10, 4)
+    groups = torch.full((10,), 2)
+    assert grouped_mmd(z, groups, 3, mode=mode).item() == 0.0
+
+
+def test_one_cell_group_in_fast_mode_is_finite_and_contributes_zero():
+    z = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    groups = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2])
+    value = grouped_mmd_linear(z, groups, 3)
+    assert torch.isfinite(value)
+    assert value.item() == 0.0  # both pairs, (0, 1) and (1, 2), involve the single cell
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 3])
+    value = grouped_mmd_linear(z, groups, 4)
+    assert value.item() == pytest.approx(ref_grouped(z, groups, "fast"), abs=1e-12)
+    assert torch.isfinite(grouped_mmd_exact(z, groups, 4))
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_sample_dimension(mode):
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(3, 15, 4, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 3, (15,), generator=gen)
+    values = grouped_mmd(z, groups, 3, mode=mode)
+    assert values.shape == (3,)
+    for s in range(3):
+        assert values[s].item() == pytest.approx(grouped_mmd(z[s], groups, 3, mode=mode).item())
+
+
+@pytest.mark.parametrize("estimator", [grouped_mmd_exact, grouped_mmd_linear])
+def test_gradient_reaches_z(estimator):
+    gen = torch.Generator().manual_seed(8)
+    z = (torch.randn(24, 3, generator=gen) * 0.5).requires_grad_()
+    groups = torch.arange(24) % 3
+    estimator(z, groups, 3).backward()
+    assert torch.isfinite(z.grad).all()
+    assert z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("estimator", [grouped_mmd_exact, grouped_mmd_linear])
+def test_gradient_is_finite_for_duplicated_points(estimator):
+    z = torch.zeros(8, 3, requires_grad=True)
+    estimator(z, torch.arange(8) % 2, 2).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_fast_mode_builds_no_quadratic_matrix():
+    """200k cells: an n x n float matrix would need 160 GB."""
+    n = 200_000
+    gen = torch.Generator().manual_seed(9)
+    z = torch.randn(n, 2, generator=gen)
+    groups = torch.randint(0, 4, (n,), generator=gen)
+    assert torch.isfinite(grouped_mmd_linear(z, groups, 4))
+
+
+def test_group_counts():
+    counts = group_counts(torch.tensor([0, 2, 2, 2]), 4, torch.float32)
+    assert counts.tolist() == [1.0, 0.0, 3.0, 0.0]
+
+
+def test_bad_arguments():
+    z = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="mode"):
+        grouped_mmd(z, torch.zeros(5, dtype=torch.long), 2, mode="exact")
+    with pytest.raises(ValueError, match="groups"):
+        grouped_mmd(z, torch.zeros(4, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="shape"):
+        grouped_mmd(torch.randn(5), torch.zeros(5, dtype=torch.long), 2)

@@ -1,0 +1,193 @@
+"""SCVIMMD end to end on scvi-tools' synthetic data."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TRAIN_KWARGS
+
+from scvi_mmd import SCVIMMD, MMDTrainingPlan, MMDVAE
+
+HISTORY_KEYS = ("mmd_loss_train", "mmd_loss_validation", "mmd_weight_train")
+
+
+def make_model(adata, **kwargs):
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    return SCVIMMD(adata, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_train_logs_mmd_history(synthetic, mode):
+    model = make_model(synthetic, mmd_mode=mode, mmd_weight=5.0)
+    assert isinstance(model.module, MMDVAE)
+    model.train(**TRAIN_KWARGS)
+    for key in HISTORY_KEYS:
+        values = model.history[key][key].to_numpy(dtype=float)
+        assert len(values) == TRAIN_KWARGS["max_epochs"], key
+        assert np.isfinite(values).all(), key
+    assert (model.history["mmd_weight_train"].to_numpy(dtype=float) == 5.0).all()
+    assert model.history["mmd_loss_train"].to_numpy(dtype=float).max() > 0
+
+    value = model.get_mmd_loss()
+    assert math.isfinite(value)
+    state = torch.get_rng_state()
+    assert model.get_mmd_loss() == value  # reproducible ...
+    assert torch.equal(state, torch.get_rng_state())  # ... without touching the global RNG
+    assert model.get_latent_representation().shape == (synthetic.n_obs, 10)
+
+
+def test_training_plan_is_mmd_plan(synthetic):
+    model = make_model(synthetic)
+    assert model._training_plan_cls is MMDTrainingPlan
+
+
+def test_weight_zero_is_exactly_scvi(synthetic, scvi_module):
+    scvi = scvi_module
+    kwargs = {**TRAIN_KWARGS, "max_epochs": 3}
+
+    scvi.settings.seed = 0
+    scvi.model.SCVI.setup_anndata(synthetic, batch_key="batch")
+    reference = scvi.model.SCVI(synthetic, n_latent=5)
+    reference.train(**kwargs)
+
+    scvi.settings.seed = 0
+    model = make_model(synthetic.copy(), mmd_weight=0.0, n_latent=5)
+    model.train(**kwargs)
+
+    for key in ("train_loss", "elbo_train", "elbo_validation", "reconstruction_loss_train"):
+        np.testing.assert_array_equal(model.history[key].to_numpy(), reference.history[key].to_numpy())
+    assert model.history["mmd_loss_train"].to_numpy(dtype=float).max() > 0  # computed, but not applied
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), reference.get_latent_representation()
+    )
+
+
+def test_mmd_weight_changes_training(synthetic, scvi_module):
+    losses = []
+    for weight in (0.0, 50.0):
+        scvi_module.settings.seed = 0
+        model = make_model(synthetic.copy(), mmd_weight=weight)
+        model.train(**TRAIN_KWARGS)
+        losses.append(model.history["train_loss"].to_numpy(dtype=float))
+    assert not np.array_equal(*losses)
+
+
+def test_save_load_round_trip(synthetic, tmp_path):
+    model = make_model(
+        synthetic, mmd_mode="fast", mmd_weight=3.5, mmd_kernel_gamma=0.25, n_latent=4, n_hidden=32
+    )
+    model.train(**TRAIN_KWARGS)
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = SCVIMMD.load(tmp_path / "model", adata=synthetic)
+    assert isinstance(loaded.module, MMDVAE)
+    assert loaded.module.mmd_mode == "fast"
+    assert loaded.module.mmd_weight == 3.5
+    assert loaded.module.mmd_kernel_gamma == 0.25
+    assert loaded.module.n_latent == 4 and loaded.module.n_hidden == 32
+    assert loaded.init_params_ == model.init_params_
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), model.get_latent_representation(), rtol=0, atol=0
+    )
+    assert loaded.get_mmd_loss() == pytest.approx(model.get_mmd_loss())
+
+
+def test_summary_shows_mmd_settings(synthetic, capsys):
+    print(make_model(synthetic, mmd_mode="fast", mmd_weight=2.0, mmd_kernel_gamma=0.5))
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SCVIMMD model" in text
+    assert "mmd_mode: fast" in text and "mmd_weight: 2.0" in text
+    assert "mmd_kernel_gamma: 0.5" in text
+
+
+def test_mmd_warmup(synthetic):
+    model = make_model(synthetic, mmd_weight=8.0)
+    model.train(
+        **{**TRAIN_KWARGS, "max_epochs": 3}, plan_kwargs={"n_epochs_mmd_warmup": 2}
+    )
+    assert model.history["mmd_weight_train"]["mmd_weight_train"].tolist() == [0.0, 4.0, 8.0]
+
+
+def test_bad_warmup_raises(synthetic):
+    model = make_model(synthetic)
+    with pytest.raises(ValueError, match="n_epochs_mmd_warmup"):
+        model.train(**TRAIN_KWARGS, plan_kwargs={"n_epochs_mmd_warmup": -1})
+
+
+def test_get_mmd_loss_mixes_batches_of_sorted_data(synthetic):
+    """AnnData sorted by batch: unshuffled minibatches of 50 would hold one batch each."""
+    adata = synthetic[np.argsort(synthetic.obs["batch"].to_numpy(), kind="stable")].copy()
+    model = make_model(adata, mmd_weight=1.0)
+    assert model.get_mmd_loss(batch_size=50) > 0
+    assert model.get_mmd_loss(indices=np.arange(100), batch_size=50) == 0.0  # batch 0 only
+    with pytest.raises(ValueError, match="no cells"):
+        model.get_mmd_loss(indices=[])
+
+
+def test_scvi_methods_keep_working(synthetic):
+    model = make_model(synthetic, mmd_weight=1.0)
+    model.train(**{**TRAIN_KWARGS, "max_epochs": 1})
+    assert np.isfinite(float(model.get_elbo()))
+    assert np.isfinite(model.get_marginal_ll(n_mc_samples=4, n_mc_samples_per_pass=2))
+    assert np.isfinite(float(model.get_reconstruction_error()["reconstruction_loss"]))
+    expression = model.get_normalized_expression(n_samples=2, return_mean=True)
+    assert expression.shape == synthetic.shape
+    de = model.differential_expression(groupby="labels", group1="label_0", batch_size=100)
+    assert len(de) == synthetic.n_vars
+
+
+def test_sample_dimension_in_loss(synthetic):
+    model = make_model(synthetic, mmd_weight=1.0)
+    tensors = next(iter(model._make_data_loader(synthetic, batch_size=64)))
+    inference, generative, losses = model.module(tensors, inference_kwargs={"n_samples": 3})
+    assert inference["z"].shape == (3, 64, 10)
+    assert losses.extra_metrics["mmd_loss"].shape == ()
+    assert torch.isfinite(losses.loss)
+
+
+def test_fast_mode_with_one_cell_batch_trains(scvi_module):
+    scvi_module.settings.seed = 0
+    adata = scvi_module.data.synthetic_iid(batch_size=100, n_genes=50, n_batches=3)
+    keep = np.ones(adata.n_obs, dtype=bool)
+    keep[np.flatnonzero(adata.obs["batch"].to_numpy() == "batch_2")[1:]] = False
+    adata = adata[keep].copy()
+    model = make_model(adata, mmd_mode="fast", mmd_weight=10.0)
+    model.train(**TRAIN_KWARGS)
+    assert np.isfinite(model.history["mmd_loss_train"].to_numpy(dtype=float)).all()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mmd_mode": "exact"}, "mmd_mode"),
+        ({"mmd_weight": -1.0}, "mmd_weight"),
+        ({"mmd_weight": float("nan")}, "mmd_weight"),
+        ({"mmd_weight": float("inf")}, "mmd_weight"),
+        ({"mmd_weight": "10"}, "mmd_weight"),
+        ({"mmd_kernel_gamma": 0.0}, "mmd_kernel_gamma"),
+        ({"mmd_kernel_gamma": -2.0}, "mmd_kernel_gamma"),
+        ({"mmd_kernel_gamma": float("nan")}, "mmd_kernel_gamma"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(synthetic, kwargs, match):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    with pytest.raises(ValueError, match=match):
+        SCVIMMD(synthetic, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        MMDVAE(n_input=10, n_batch=2, **kwargs)
+
+
+def test_one_batch_warns(synthetic):
+    SCVIMMD.setup_anndata(synthetic)  # no batch key
+    with pytest.warns(UserWarning, match="Only 1 batch"):
+        SCVIMMD(synthetic)
+
+
+@pytest.mark.parametrize("transform", [lambda x: x + 0.5, lambda x: x - 10.0])
+def test_non_count_data_warns(synthetic, transform):
+    synthetic.X = transform(synthetic.X.astype(np.float32))
+    with pytest.warns(UserWarning, match="count"):
+        SCVIMMD.setup_anndata(synthetic, batch_key="batch")
