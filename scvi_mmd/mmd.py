@@ -29,6 +29,7 @@ __all__ = [
     "mmd_linear",
     "group_counts",
     "sequential_pairs",
+    "pair_weights",
     "grouped_mmd_exact",
     "grouped_mmd_linear",
     "grouped_mmd",
@@ -63,6 +64,11 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """Gaussian kernel matrix ``k(x_i, y_j) = exp(-gamma * ||x_i - y_j||^2)``.
 
+    ``-gamma ||x_i - y_j||^2 = 2 gamma x_i.y_j - gamma ||x_i||^2 - gamma ||y_j||^2`` is one
+    matrix product of ``[x_i, ||x_i||^2, 1]`` with ``[2 gamma y_j, -gamma, -gamma ||y_j||^2]``
+    (inputs centred first, as in :func:`squared_distances`), then clamped at 0 and
+    exponentiated: three passes over the ``m x n`` matrix.
+
     Parameters
     ----------
     x
@@ -76,7 +82,14 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> tor
     -------
     Tensor of shape ``(..., m, n)``.
     """
-    return torch.exp(-gamma * squared_distances(x, y))
+    shift = x.detach().mean(dim=-2, keepdim=True)
+    x = x - shift
+    y = x if y is x else y - shift
+    x_sq = x.square().sum(-1, keepdim=True)
+    y_sq = x_sq if y is x else y.square().sum(-1, keepdim=True)
+    left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
+    right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
+    return torch.exp((left @ right.transpose(-1, -2)).clamp_(max=0.0))
 
 
 def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -180,10 +193,10 @@ def sequential_pairs(counts: torch.Tensor) -> torch.Tensor:
     n_groups = counts.shape[0]
     codes = torch.arange(n_groups, device=counts.device)
     present = counts > 0
-    later_present = (codes[None, :] > codes[:, None]) & present[None, :]
-    nxt = torch.where(later_present, codes[None, :], n_groups).amin(dim=1)
-    valid = present & (nxt < n_groups)
-    return torch.where(valid, nxt, -1)[:, None]
+    # later[k, l]: group l is present and comes after group k; argmax finds the first such l
+    later = (codes[None, :] > codes[:, None]) & present[None, :]
+    nxt = later.to(torch.uint8).argmax(dim=1)
+    return torch.where(present & later.any(dim=1), nxt, -1)[:, None]
 
 
 def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -197,6 +210,37 @@ def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
     return groups
 
 
+def pair_weights(counts: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """Weights ``W`` such that the sum over pairs of exact MMD^2 is ``sum_ij K_ij W[g_i, g_j]``.
+
+    For a pair ``(k, l)``, ``MMD^2 = S_kk / c_k^2 + S_ll / c_l^2 - 2 S_kl / (c_k c_l)`` with
+    ``S`` the kernel sums between groups and ``c`` the group sizes, so ``W`` holds
+    ``(number of pairs of k) / c_k^2`` on its diagonal and ``-1 / (c_k c_l)`` at ``(k, l)`` and
+    ``(l, k)`` for each pair.
+
+    Parameters
+    ----------
+    counts
+        Cells per group, shape ``(n_groups,)``, floating point.
+    partners
+        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
+
+    Returns
+    -------
+    Symmetric tensor of shape ``(n_groups, n_groups)``.
+    """
+    is_pair = (partners >= 0).to(counts.dtype)
+    second = partners.clamp_min(0)
+    inv = 1.0 / counts.clamp_min(1.0)
+    cross = is_pair * inv[:, None] * inv[second]
+    weights = torch.zeros(counts.shape[0], counts.shape[0], dtype=counts.dtype,
+                          device=counts.device)
+    weights = weights.scatter_add_(1, second, -cross)
+    weights = weights + weights.T
+    n_pairs = is_pair.sum(1).scatter_add_(0, second.flatten(), is_pair.flatten())
+    return weights + torch.diag(n_pairs * inv * inv)
+
+
 def grouped_mmd_exact(
     z: torch.Tensor,
     groups: torch.Tensor,
@@ -206,10 +250,8 @@ def grouped_mmd_exact(
 ) -> torch.Tensor:
     """Sum of exact MMD^2 (:func:`mmd_exact`) over pairs of groups of cells.
 
-    With ``M[k, l]`` the mean kernel between groups ``k`` and ``l``, the sum over pairs
-    ``(k, l)`` of ``M[k, k] + M[l, l] - 2 M[k, l]`` is written as ``sum_ij K_ij W[g_i, g_j]``
-    for a weight matrix ``W`` of shape ``(n_groups, n_groups)``, so the kernel matrix is built
-    once for the whole minibatch.
+    The kernel matrix ``K`` of the whole minibatch is built once and the sum over pairs is
+    ``sum_ij K_ij W[g_i, g_j]`` (see :func:`pair_weights`).
 
     Bias and cost as :func:`mmd_exact`: biased (``>= 0``); ``O(n^2 d)`` time and ``O(n^2)``
     memory for ``n`` cells, independent of the number of groups.
@@ -236,23 +278,10 @@ def grouped_mmd_exact(
     counts = group_counts(groups, n_groups, z.dtype)
     if partners is None:
         partners = sequential_pairs(counts)
-    is_pair = partners >= 0
-    first = torch.arange(n_groups, device=z.device)[:, None].expand_as(partners)
-    second = partners.clamp_min(0)
-    inv = 1.0 / counts.clamp_min(1.0)
-    # off-diagonal weights: -1 / (c_k c_l) for each pair, symmetrised
-    cross = torch.where(is_pair, inv[first] * inv[second], 0.0)
-    weights = torch.zeros(n_groups, n_groups, dtype=z.dtype, device=z.device)
-    weights = weights.index_put((first, second), -cross, accumulate=True)
-    weights = weights + weights.T
-    # diagonal weights: (number of pairs the group is in) / c_k^2
-    n_pairs = torch.zeros(n_groups, dtype=z.dtype, device=z.device)
-    n_pairs = n_pairs.index_put((first,), is_pair.to(z.dtype), accumulate=True)
-    n_pairs = n_pairs.index_put((second,), is_pair.to(z.dtype), accumulate=True)
-    weights = weights + torch.diag(n_pairs * inv * inv)
-
+    weights = pair_weights(counts, partners)
+    cell_weights = weights[groups].index_select(1, groups)  # (n, n): W[g_i, g_j]
     kernel = gaussian_kernel(z, z, gamma)
-    return (kernel * weights[groups[:, None], groups[None, :]]).sum((-1, -2))
+    return (kernel * cell_weights).sum((-1, -2))
 
 
 def grouped_mmd_linear(
@@ -296,35 +325,29 @@ def grouped_mmd_linear(
     counts = group_counts(groups, n_groups, torch.long)
     if partners is None:
         partners = sequential_pairs(counts)
-    # rank of each cell within its group, in the order of z
-    order = torch.sort(groups, stable=True).indices
+    # Work in the order of cells sorted by group (stable): position p holds cell order[p], of
+    # group sorted_groups[p] and rank p - start[group] within it.
+    sorted_groups, order = torch.sort(groups, stable=True)
     start = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(groups)
-    rank[order] = torch.arange(n, device=z.device) - start[groups[order]]
-
-    partner = partners[groups]  # (n, P): the groups each cell's group is paired with
+    position = torch.arange(n, device=z.device)[:, None]
+    rank = position - start[sorted_groups][:, None]
+    partner = partners[sorted_groups]  # (n, P): the groups paired with each cell's group
     is_pair = partner >= 0
     partner = partner.clamp_min(0)
-    half = torch.minimum(counts[groups][:, None], counts[partner]) // 2  # (n, P)
-    rank = rank[:, None]
-    is_x1 = is_pair & (rank < half)
-
-    def cell_at(group_start: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        return order[(group_start + offset).clamp(0, n - 1)]
-
-    x1 = torch.arange(n, device=z.device)[:, None].expand_as(partner)
-    x2 = cell_at(start[groups][:, None], rank + half)
-    y1 = cell_at(start[partner], rank)
-    y2 = cell_at(start[partner], rank + half)
-
-    terms = (
-        _paired_kernel(z[..., x1, :], z[..., x2, :], gamma)
-        + _paired_kernel(z[..., y1, :], z[..., y2, :], gamma)
-        - _paired_kernel(z[..., x1, :], z[..., y2, :], gamma)
-        - _paired_kernel(z[..., x2, :], z[..., y1, :], gamma)
-    )  # (..., n, P)
-    weight = torch.where(is_x1, 1.0 / half.clamp_min(1).to(z.dtype), 0.0)
-    return (terms * weight).sum((-1, -2))
+    half = torch.minimum(counts[sorted_groups][:, None], counts[partner]) // 2
+    # x1 = this cell, x2 = h cells later in its group, y1 / y2 = same ranks in the partner
+    partner_position = start[partner] + rank
+    positions = torch.stack(
+        [position.expand_as(half), position + half, partner_position, partner_position + half]
+    )
+    x1, x2, y1, y2 = order[positions.clamp_(max=n - 1)]
+    # the four kernel terms of h((x1, y1), (x2, y2)), with signs + + - -, in one gather
+    first, second = torch.stack([x1, y1, x1, x2]), torch.stack([x2, y2, y2, y1])
+    sq = (z[..., first, :] - z[..., second, :]).square().sum(-1)
+    kernels = torch.exp(-gamma * sq)  # (..., 4, n, P)
+    weight = torch.where(is_pair & (rank < half), 1.0 / half.clamp_min(1).to(z.dtype), 0.0)
+    sign = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=z.dtype, device=z.device)
+    return (kernels * (sign[:, None, None] * weight)).sum((-1, -2, -3))
 
 
 def grouped_mmd(

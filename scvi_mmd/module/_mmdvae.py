@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -130,8 +129,6 @@ class MMDVAE(VAE):
         if mmd_weight is None:
             mmd_weight = self.mmd_weight
         mmd = self.mmd_loss(inference_outputs[MODULE_KEYS.Z_KEY], tensors[REGISTRY_KEYS.BATCH_KEY])
-        return dataclasses.replace(
-            elbo_output,
-            loss=elbo_output.loss + mmd_weight * mmd,
-            extra_metrics={**elbo_output.extra_metrics, MMD_LOSS_KEY: mmd},
-        )
+        elbo_output.loss = elbo_output.loss + mmd_weight * mmd
+        elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
+        return elbo_output

@@ -1,9 +1,12 @@
-"""Training plan that ramps and logs the MMD weight."""
+"""Training plan that ramps the MMD weight and logs the MMD term per epoch."""
 
 from __future__ import annotations
 
+import torch
 from scvi.train import TrainingPlan
 from scvi.train._trainingplans import _compute_kl_weight
+
+from scvi_mmd.module._mmdvae import MMD_LOSS_KEY
 
 MMD_WEIGHT_KEY = "mmd_weight"
 
@@ -11,10 +14,13 @@ MMD_WEIGHT_KEY = "mmd_weight"
 class MMDTrainingPlan(TrainingPlan):
     """:class:`~scvi.train.TrainingPlan` for :class:`~scvi_mmd.module.MMDVAE`.
 
-    The MMD term is logged by the module as the extra metric ``mmd_loss``, which the parent plan
-    records per epoch as ``mmd_loss_train`` and ``mmd_loss_validation`` (means over cells). This
-    plan adds an optional linear warm-up of the MMD weight, from 0 to the module's
-    ``mmd_weight``, in the style of the KL warm-up, and logs the weight in effect as
+    The module returns the MMD term in ``LossOutput.extra_metrics["mmd_loss"]``. This plan
+    records it in :attr:`~scvi.model.base.BaseModelClass.history` as ``mmd_loss_train`` and
+    ``mmd_loss_validation``: per epoch, the mean over cells (each minibatch weighted by its
+    number of cells, as scvi-tools does for its extra metrics). The sums are kept on the device
+    and logged once per epoch, so the MMD adds no per-step logging cost. The plan also offers a
+    linear warm-up of the MMD weight, from 0 to the module's ``mmd_weight``, in the style of
+    the KL warm-up, and logs the weight in effect (mean over the epoch's steps) as
     ``mmd_weight_train``.
 
     Parameters
@@ -48,6 +54,16 @@ class MMDTrainingPlan(TrainingPlan):
         super().__init__(module, **kwargs)
         self.n_epochs_mmd_warmup = n_epochs_mmd_warmup
         self.n_steps_mmd_warmup = n_steps_mmd_warmup
+        self._reset_mmd_sums()
+
+    def _reset_mmd_sums(self, mode: str | None = None) -> None:
+        modes = ("train", "validation") if mode is None else (mode,)
+        if mode is None:
+            self._mmd_sums = {}
+        for m in modes:
+            self._mmd_sums[m] = [None, 0]  # sum of mmd * n_cells (a tensor), n_cells
+        if mode in (None, "train"):
+            self._weight_sum, self._weight_steps = 0.0, 0
 
     @property
     def mmd_weight(self) -> float:
@@ -62,12 +78,57 @@ class MMDTrainingPlan(TrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """Training step with the MMD weight of the current epoch or step."""
-        mmd_weight = self.mmd_weight
-        self.loss_kwargs[MMD_WEIGHT_KEY] = mmd_weight
-        self.log(f"{MMD_WEIGHT_KEY}_train", mmd_weight, on_step=False, on_epoch=True)
+        weight = self.mmd_weight
+        self.loss_kwargs[MMD_WEIGHT_KEY] = weight
+        self._weight_sum += weight
+        self._weight_steps += 1
         return super().training_step(batch, batch_idx)
 
     def validation_step(self, batch, batch_idx):
         """Validation step with the MMD weight of the current epoch or step."""
         self.loss_kwargs[MMD_WEIGHT_KEY] = self.mmd_weight
         return super().validation_step(batch, batch_idx)
+
+    @torch.inference_mode()
+    def compute_and_log_metrics(self, loss_output, metrics, mode):
+        """Accumulate the MMD term on the device; log the other metrics as scvi-tools does."""
+        extra = dict(loss_output.extra_metrics)
+        mmd = extra.pop(MMD_LOSS_KEY, None)
+        if mmd is not None:
+            n_obs = loss_output.n_obs_minibatch
+            sums = self._mmd_sums[mode]
+            term = mmd.detach() * n_obs
+            sums[0] = term if sums[0] is None else sums[0] + term
+            sums[1] += n_obs
+            loss_output.extra_metrics = extra
+        super().compute_and_log_metrics(loss_output, metrics, mode)
+
+    def _log_mmd(self, mode: str) -> None:
+        total, n_obs = self._mmd_sums[mode]
+        if n_obs > 0:
+            self.log(
+                f"{MMD_LOSS_KEY}_{mode}",
+                total / n_obs,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=self.use_sync_dist,
+            )
+        if mode == "train" and self._weight_steps > 0:
+            self.log(
+                f"{MMD_WEIGHT_KEY}_train",
+                self._weight_sum / self._weight_steps,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=self.use_sync_dist,
+            )
+        self._reset_mmd_sums(mode)
+
+    def on_train_epoch_end(self):
+        """Log ``mmd_loss_train`` and ``mmd_weight_train`` for the epoch."""
+        super().on_train_epoch_end()
+        self._log_mmd("train")
+
+    def on_validation_epoch_end(self):
+        """Log ``mmd_loss_validation`` for the epoch."""
+        super().on_validation_epoch_end()
+        self._log_mmd("validation")
