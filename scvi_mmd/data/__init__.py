@@ -1,0 +1,3 @@
+from ._simulate import simulate_batches
+
+__all__ = ["simulate_batches"]
