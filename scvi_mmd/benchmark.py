@@ -165,6 +165,7 @@ def run_sweep(
     accelerator: str = "auto",
     output_dir: str | Path = "sweep",
     mmd_kwargs: dict | None = None,
+    configs: dict[str, dict] | None = None,
     n_jobs: int = 2,
     umap_weights: list[float] | None = None,
 ) -> pd.DataFrame:
@@ -188,8 +189,13 @@ def run_sweep(
     output_dir
         Folder for ``results.csv`` and the PNG plots.
     mmd_kwargs
-        Extra SCVIMMD arguments (e.g. ``mmd_kernel_gamma``).
+        Extra SCVIMMD arguments (e.g. ``mmd_kernel_gamma``), for a single configuration.
+    configs
+        Several named configurations ``{name: SCVIMMD arguments}``, each run over the grid;
+        overrides ``mmd_kwargs``. The name is in the ``config`` column.
     """
+    if configs is None:
+        configs = {"default": dict(mmd_kwargs or {})}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data = select_genes(adata, batch_key, n_top_genes, layer)
@@ -209,17 +215,22 @@ def run_sweep(
         if "scanorama" in baselines:
             key = f"X_scanorama_s{seed}"
             fits[key] = ("Scanorama", None, None, fit_scanorama(data, batch_key, key, seed))
-        for mode in modes:
-            for weight in weights:
-                key = f"X_mmd_{mode}_w{weight:g}_s{seed}"
-                seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
-                                      mmd_mode=mode, mmd_weight=weight, **(mmd_kwargs or {}))
-                fits[key] = ("SCVIMMD", mode, weight, seconds)
+        for name, kwargs in configs.items():
+            for mode in modes:
+                for weight in weights:
+                    key = f"X_mmd_{name}_{mode}_w{weight:g}_s{seed}"
+                    seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
+                                          mmd_mode=mode, mmd_weight=weight, **kwargs)
+                    fits[key] = ("SCVIMMD", name, mode, weight, seconds)
+        for key, value in list(fits.items()):
+            if len(value) == 4:
+                fits[key] = (value[0], None, *value[1:])
         table = score(data, batch_key, labels_key, list(fits), n_jobs=n_jobs)
         for _, row in table.iterrows():
-            method, mode, weight, seconds = fits[row["embedding"]]
-            rows.append({"method": method, "mmd_mode": mode, "mmd_weight": weight, "seed": seed,
-                         "fit_seconds": seconds, **row.to_dict()})
+            method, config, mode, weight, seconds = fits[row["embedding"]]
+            rows.append({"method": method, "config": config, "mmd_mode": mode,
+                         "mmd_weight": weight, "seed": seed, "fit_seconds": seconds,
+                         **row.to_dict()})
         results = pd.DataFrame(rows)
         results.to_csv(output_dir / "results.csv", index=False)
     results = pd.DataFrame(rows)
@@ -234,9 +245,10 @@ def run_sweep(
 
 def _summary(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds per method / mode / weight."""
-    keys = ["method", "mmd_mode", "mmd_weight"]
+    keys = ["method", "config", "mmd_mode", "mmd_weight"]
     numeric = results.drop(columns=["seed", "embedding"], errors="ignore")
-    grouped = numeric.fillna({"mmd_mode": "-", "mmd_weight": -1}).groupby(keys)
+    numeric = numeric.fillna({"config": "-", "mmd_mode": "-", "mmd_weight": -1})
+    grouped = numeric.groupby(keys)
     mean, std = grouped.mean(), grouped.std().fillna(0.0)
     return mean.join(std, rsuffix="_sd").reset_index()
 
@@ -250,13 +262,11 @@ def plot_tradeoff(results: pd.DataFrame, path) -> None:
 
     summary = _summary(results)
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    for mode, marker in (("normal", "o"), ("fast", "s")):
-        part = summary[(summary["method"] == "SCVIMMD") & (summary["mmd_mode"] == mode)]
+    mmd = summary[summary["method"] == "SCVIMMD"]
+    for (config, mode), part in mmd.groupby(["config", "mmd_mode"]):
         part = part.sort_values("mmd_weight")
-        if part.empty:
-            continue
-        ax.plot(part["Batch correction"], part["Bio conservation"], marker=marker, ls="-",
-                label=f"SCVIMMD {mode}")
+        ax.plot(part["Batch correction"], part["Bio conservation"],
+                marker="o" if mode == "normal" else "s", ls="-", label=f"{config} ({mode})")
         for _, row in part.iterrows():
             ax.annotate(f"{row['mmd_weight']:g}", (row["Batch correction"],
                         row["Bio conservation"]), fontsize=7, xytext=(3, 3),
@@ -288,13 +298,11 @@ def plot_metric_curves(results: pd.DataFrame, path) -> None:
     zero_at = positive.min() / 10 if len(positive) else 0.1
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
     for ax, metric in zip(axes, ("Batch correction", "Bio conservation", "Total"), strict=True):
-        for mode in ("normal", "fast"):
-            part = mmd[mmd["mmd_mode"] == mode].sort_values("mmd_weight")
-            if part.empty:
-                continue
+        for (config, mode), part in mmd.groupby(["config", "mmd_mode"]):
+            part = part.sort_values("mmd_weight")
             x = part["mmd_weight"].where(part["mmd_weight"] > 0, zero_at)
             ax.errorbar(x, part[metric], yerr=part[f"{metric}_sd"], marker="o", capsize=2,
-                        label=f"SCVIMMD {mode}")
+                        label=f"{config} ({mode})")
         for _, row in summary[summary["method"] != "SCVIMMD"].iterrows():
             ax.axhline(row[metric], ls="--", lw=0.8, color="grey")
             ax.annotate(row["method"], (zero_at, row[metric]), fontsize=7, color="grey")
@@ -318,7 +326,8 @@ def plot_umaps(adata, results, batch_key, labels_key, path, weights=None) -> Non
     first = results[(results["method"] == "SCVIMMD") & (results["seed"] == results["seed"].min())]
     if first.empty:
         return
-    first = first[first["mmd_mode"] == first["mmd_mode"].iloc[0]].sort_values("mmd_weight")
+    first = first[(first["mmd_mode"] == first["mmd_mode"].iloc[-1])
+                  & (first["config"] == first["config"].iloc[-1])].sort_values("mmd_weight")
     if weights is None:
         picks = np.unique(np.linspace(0, len(first) - 1, min(4, len(first))).round().astype(int))
         first = first.iloc[picks]

@@ -16,6 +16,10 @@ from pathlib import Path
 
 LATENT_KEY = "X_scvi_mmd"
 DEMO_EPOCHS = 40
+# The command line's defaults: a median-heuristic, multi-scale kernel, whose strength follows
+# the scale of the latent space (gamma = 1 on a 10-d latent barely acts below weights ~1e3).
+DEFAULT_WEIGHT = 100.0
+DEFAULT_SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 
 
 class InputError(Exception):
@@ -37,6 +41,27 @@ def _weight(text: str) -> float:
 
 def _weights(text: str) -> list[float]:
     return [_weight(part) for part in text.split(",") if part.strip()]
+
+
+def _gamma(text: str) -> float | str:
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'median': {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0: {text!r}")
+    return value
+
+
+def _scales(text: str) -> list[float] | None:
+    if text.lower() == "none":
+        return None
+    values = [_weight(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive numbers or 'none': {text!r}")
+    return values
 
 
 def _positive_int(text: str) -> int:
@@ -70,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--n-top-genes", type=int, default=2000,
                            help="highly variable genes to train on, seurat_v3 per batch; "
                            "0 = all genes (default: 2000)")
-    integrate.add_argument("--mmd-weight", type=_weight, default=1000.0,
-                           help="weight of the MMD term (default: 1000)")
+    integrate.add_argument("--mmd-weight", type=_weight, default=DEFAULT_WEIGHT,
+                           help=f"weight of the MMD term (default: {DEFAULT_WEIGHT:g})")
     integrate.add_argument("--mmd-mode", choices=["normal", "fast"], default="normal")
+    integrate.add_argument("--mmd-kernel-gamma", type=_gamma, default="median",
+                           help="kernel inverse bandwidth, a number or 'median' (default)")
+    integrate.add_argument("--mmd-kernel-scales", type=_scales, default=DEFAULT_SCALES,
+                           help="comma-separated multipliers of gamma for a multi-scale kernel, "
+                           "or 'none' (default: " + ",".join(f"{s:g}" for s in DEFAULT_SCALES)
+                           + ")")
+    integrate.add_argument("--mmd-pairs", choices=["sequential", "random", "all"],
+                           default="sequential")
     integrate.add_argument("--max-epochs", type=_positive_int, default=None,
                            help="training epochs (default: scvi-tools' heuristic; "
                            f"{DEMO_EPOCHS} for the demo)")
@@ -293,7 +326,14 @@ def integrate(args) -> int:
     scvi.settings.seed = args.seed
     work = _hvg_subset(adata, args.n_top_genes, batch_key, args.layer)
     SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer)
-    model = SCVIMMD(work, mmd_mode=args.mmd_mode, mmd_weight=args.mmd_weight)
+    model = SCVIMMD(
+        work,
+        mmd_mode=args.mmd_mode,
+        mmd_weight=args.mmd_weight,
+        mmd_kernel_gamma=args.mmd_kernel_gamma,
+        mmd_kernel_scales=args.mmd_kernel_scales,
+        mmd_pairs=args.mmd_pairs,
+    )
     max_epochs = args.max_epochs or (DEMO_EPOCHS if demo else None)
     model.train(
         max_epochs=max_epochs,
@@ -315,6 +355,9 @@ def integrate(args) -> int:
         result.uns["scvi_mmd"] = {
             "mmd_mode": args.mmd_mode,
             "mmd_weight": args.mmd_weight,
+            "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
+            "mmd_kernel_scales": str(args.mmd_kernel_scales),
+            "mmd_pairs": args.mmd_pairs,
             "batch_key": batch_key,
             "n_genes_used": int(work.n_vars),
             "max_epochs": int(len(model.history["elbo_train"])),

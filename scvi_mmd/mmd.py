@@ -20,7 +20,11 @@ groups ``l`` for which MMD^2(group k, group l) is added to the sum, padded with 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+GammaLike = float | Sequence[float] | torch.Tensor
 
 __all__ = [
     "gaussian_kernel",
@@ -28,7 +32,10 @@ __all__ = [
     "mmd_exact",
     "mmd_linear",
     "group_counts",
+    "median_heuristic_gamma",
     "sequential_pairs",
+    "random_pairs",
+    "all_pairs",
     "pair_weights",
     "grouped_mmd_exact",
     "grouped_mmd_linear",
@@ -61,26 +68,12 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
-def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """Gaussian kernel matrix ``k(x_i, y_j) = exp(-gamma * ||x_i - y_j||^2)``.
+def _neg_scaled_sq_distances(x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``-gamma ||x_i - y_j||^2`` (clamped at 0) as one matrix product.
 
-    ``-gamma ||x_i - y_j||^2 = 2 gamma x_i.y_j - gamma ||x_i||^2 - gamma ||y_j||^2`` is one
-    matrix product of ``[x_i, ||x_i||^2, 1]`` with ``[2 gamma y_j, -gamma, -gamma ||y_j||^2]``
-    (inputs centred first, as in :func:`squared_distances`), then clamped at 0 and
-    exponentiated: three passes over the ``m x n`` matrix.
-
-    Parameters
-    ----------
-    x
-        Tensor of shape ``(..., m, d)``.
-    y
-        Tensor of shape ``(..., n, d)``.
-    gamma
-        Inverse bandwidth, ``> 0``.
-
-    Returns
-    -------
-    Tensor of shape ``(..., m, n)``.
+    ``-gamma ||x_i - y_j||^2 = 2 gamma x_i.y_j - gamma ||x_i||^2 - gamma ||y_j||^2`` is the
+    product of ``[x_i, ||x_i||^2, 1]`` with ``[2 gamma y_j, -gamma, -gamma ||y_j||^2]``; inputs
+    are centred first, as in :func:`squared_distances`.
     """
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
@@ -89,15 +82,77 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> tor
     y_sq = x_sq if y is x else y.square().sum(-1, keepdim=True)
     left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
     right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
-    return torch.exp((left @ right.transpose(-1, -2)).clamp_(max=0.0))
+    return (left @ right.transpose(-1, -2)).clamp_(max=0.0)
 
 
-def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
+def _as_scales(gamma: GammaLike, like: torch.Tensor) -> list[torch.Tensor]:
+    """Split a (multi-scale) gamma into one tensor per scale, each of the batch shape."""
+    gamma = torch.as_tensor(gamma, dtype=like.dtype, device=like.device)
+    return list(gamma.unbind(-1)) if gamma.dim() > 0 else [gamma]
+
+
+def _expand_to(gamma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Append singleton dimensions to a per-sample gamma so it broadcasts over ``target``."""
+    return gamma.reshape(gamma.shape + (1,) * (target.dim() - gamma.dim()))
+
+
+def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch.Tensor:
+    """Gaussian kernel matrix ``k(x_i, y_j) = exp(-gamma * ||x_i - y_j||^2)``.
+
+    Parameters
+    ----------
+    x
+        Tensor of shape ``(..., m, d)``.
+    y
+        Tensor of shape ``(..., n, d)``.
+    gamma
+        Inverse bandwidth ``> 0``: a number, or a tensor of shape ``(..., G)`` (or a list) of
+        ``G`` values, in which case the kernel is the mean over the ``G`` scales (a multi-scale
+        kernel). A fixed number costs three passes over the ``m x n`` matrix.
+
+    Returns
+    -------
+    Tensor of shape ``(..., m, n)``.
+    """
+    if isinstance(gamma, int | float):
+        return torch.exp(_neg_scaled_sq_distances(x, y, float(gamma)))
+    neg_sq = _neg_scaled_sq_distances(x, y, 1.0)
+    scales = _as_scales(gamma, x)
+    return sum(torch.exp(neg_sq * _expand_to(g, neg_sq)) for g in scales) / len(scales)
+
+
+def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     """Kernel between rows of ``a`` and ``b`` matched one to one: ``(..., d) -> (...)``."""
-    return torch.exp(-gamma * (a - b).pow(2).sum(-1))
+    sq = (a - b).square().sum(-1)
+    if isinstance(gamma, int | float):
+        return torch.exp(-gamma * sq)
+    scales = _as_scales(gamma, sq)
+    return sum(torch.exp(-sq * _expand_to(g, sq)) for g in scales) / len(scales)
 
 
-def mmd_exact(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+def median_heuristic_gamma(z: torch.Tensor) -> torch.Tensor:
+    """Inverse bandwidth from the median heuristic, ``gamma = 1 / (2 median ||z_i - z_j||^2)``.
+
+    That is ``k = exp(-d^2 / (2 sigma^2))`` with ``sigma`` the median distance (Gretton et al.,
+    2012, Sec. 8). The median is taken over the ``n`` pairs ``(i, i + n // 2 mod n)`` of the
+    (shuffled) minibatch, so it costs ``O(n d)``; the result is detached (no gradient).
+
+    Parameters
+    ----------
+    z
+        Tensor of shape ``(..., n, d)``.
+
+    Returns
+    -------
+    Tensor of shape ``(...)``.
+    """
+    z = z.detach()
+    sq = (z - torch.roll(z, z.shape[-2] // 2, dims=-2)).square().sum(-1)
+    median = sq.median(dim=-1).values
+    return 0.5 / median.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)
+
+
+def mmd_exact(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch.Tensor:
     """Exact quadratic-time MMD^2 between two samples (biased V-statistic).
 
     The square of eq. (5) of Gretton et al. (2012)::
@@ -117,7 +172,8 @@ def mmd_exact(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Ten
     y
         Tensor of shape ``(..., n, d)``, ``n >= 1``.
     gamma
-        Inverse bandwidth of the Gaussian kernel.
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
 
     Returns
     -------
@@ -129,7 +185,7 @@ def mmd_exact(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Ten
     return k_xx + k_yy - 2.0 * k_xy
 
 
-def mmd_linear(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+def mmd_linear(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch.Tensor:
     """Linear-time MMD^2 estimate between two samples (Lemma 14 of Gretton et al., 2012).
 
     Both samples are truncated to an even common size ``2h = min(m, n)`` (rounded down); cell
@@ -149,7 +205,8 @@ def mmd_linear(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0) -> torch.Te
     y
         Tensor of shape ``(..., n, d)``.
     gamma
-        Inverse bandwidth of the Gaussian kernel.
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
 
     Returns
     -------
@@ -175,8 +232,8 @@ def group_counts(groups: torch.Tensor, n_groups: int, dtype: torch.dtype) -> tor
     return counts.scatter_add_(0, groups, torch.ones_like(groups, dtype=dtype))
 
 
-def sequential_pairs(counts: torch.Tensor) -> torch.Tensor:
-    """Pair each group present with the next present group, in code order.
+def sequential_pairs(counts: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
+    """Pair each group present with the next present group, in code order (or ``rank`` order).
 
     With groups ``0, 1, 3`` present this gives the pairs ``(0, 1)`` and ``(1, 3)``; with one
     group present, no pair.
@@ -185,18 +242,40 @@ def sequential_pairs(counts: torch.Tensor) -> torch.Tensor:
     ----------
     counts
         Cells per group, shape ``(n_groups,)``.
+    rank
+        Optional position of each group in the order to follow (a permutation of
+        ``0 .. n_groups - 1``); by default the codes themselves.
 
     Returns
     -------
     Long tensor ``partners`` of shape ``(n_groups, 1)``: the next present group, or ``-1``.
     """
     n_groups = counts.shape[0]
+    if rank is None:
+        rank = torch.arange(n_groups, device=counts.device)
+    present = counts > 0
+    # later[k, l]: group l is present and comes after group k; the next one has the least rank
+    later = (rank[None, :] > rank[:, None]) & present[None, :]
+    nxt = torch.where(later, rank[None, :], n_groups).argmin(dim=1)
+    return torch.where(present & later.any(dim=1), nxt, -1)[:, None]
+
+
+def random_pairs(counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`sequential_pairs` in a random order of the groups (drawn anew at each call)."""
+    rank = torch.randperm(counts.shape[0], generator=generator, device="cpu")
+    return sequential_pairs(counts, rank.to(counts.device))
+
+
+def all_pairs(counts: torch.Tensor) -> torch.Tensor:
+    """Every pair ``(k, l)``, ``k < l``, of present groups: ``partners`` of shape ``(G, G)``."""
+    n_groups = counts.shape[0]
     codes = torch.arange(n_groups, device=counts.device)
     present = counts > 0
-    # later[k, l]: group l is present and comes after group k; argmax finds the first such l
-    later = (codes[None, :] > codes[:, None]) & present[None, :]
-    nxt = later.to(torch.uint8).argmax(dim=1)
-    return torch.where(present & later.any(dim=1), nxt, -1)[:, None]
+    keep = (codes[None, :] > codes[:, None]) & present[None, :] & present[:, None]
+    return torch.where(keep, codes[None, :], -1)
+
+
+PAIRINGS = {"sequential": sequential_pairs, "random": random_pairs, "all": all_pairs}
 
 
 def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -245,7 +324,7 @@ def grouped_mmd_exact(
     z: torch.Tensor,
     groups: torch.Tensor,
     n_groups: int,
-    gamma: float = 1.0,
+    gamma: GammaLike = 1.0,
     partners: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of exact MMD^2 (:func:`mmd_exact`) over pairs of groups of cells.
@@ -265,7 +344,8 @@ def grouped_mmd_exact(
     n_groups
         Number of groups (batches) known in advance.
     gamma
-        Inverse bandwidth of the Gaussian kernel.
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
     partners
         Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``. Defaults to
         :func:`sequential_pairs`.
@@ -288,7 +368,7 @@ def grouped_mmd_linear(
     z: torch.Tensor,
     groups: torch.Tensor,
     n_groups: int,
-    gamma: float = 1.0,
+    gamma: GammaLike = 1.0,
     partners: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of linear-time MMD^2 (:func:`mmd_linear`) over pairs of groups of cells.
@@ -311,7 +391,8 @@ def grouped_mmd_linear(
     n_groups
         Number of groups (batches) known in advance.
     gamma
-        Inverse bandwidth of the Gaussian kernel.
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
     partners
         Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``. Defaults to
         :func:`sequential_pairs`.
@@ -344,7 +425,11 @@ def grouped_mmd_linear(
     # the four kernel terms of h((x1, y1), (x2, y2)), with signs + + - -, in one gather
     first, second = torch.stack([x1, y1, x1, x2]), torch.stack([x2, y2, y2, y1])
     sq = (z[..., first, :] - z[..., second, :]).square().sum(-1)
-    kernels = torch.exp(-gamma * sq)  # (..., 4, n, P)
+    if isinstance(gamma, int | float):
+        kernels = torch.exp(-gamma * sq)  # (..., 4, n, P)
+    else:
+        scales = _as_scales(gamma, sq)
+        kernels = sum(torch.exp(-sq * _expand_to(g, sq)) for g in scales) / len(scales)
     weight = torch.where(is_pair & (rank < half), 1.0 / half.clamp_min(1).to(z.dtype), 0.0)
     sign = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=z.dtype, device=z.device)
     return (kernels * (sign[:, None, None] * weight)).sum((-1, -2, -3))
@@ -355,8 +440,8 @@ def grouped_mmd(
     groups: torch.Tensor,
     n_groups: int,
     mode: str = "normal",
-    gamma: float = 1.0,
-    partners: torch.Tensor | None = None,
+    gamma: GammaLike = 1.0,
+    partners: torch.Tensor | str | None = None,
 ) -> torch.Tensor:
     """Sum of MMD^2 over pairs of groups, with the estimator named by ``mode``.
 
@@ -371,10 +456,18 @@ def grouped_mmd(
     mode
         ``"normal"``: :func:`grouped_mmd_exact`; ``"fast"``: :func:`grouped_mmd_linear`.
     gamma
-        Inverse bandwidth of the Gaussian kernel.
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
     partners
-        Pairing of groups; defaults to :func:`sequential_pairs`.
+        Pairing of groups, or the name of a pairing: ``"sequential"`` (the default,
+        :func:`sequential_pairs`), ``"random"`` (:func:`random_pairs`) or ``"all"``
+        (:func:`all_pairs`).
     """
+    if isinstance(partners, str):
+        if partners not in PAIRINGS:
+            raise ValueError(f"`partners` must be one of {tuple(PAIRINGS)}, got {partners!r}.")
+        groups = _check_grouped_inputs(z, groups)
+        partners = PAIRINGS[partners](group_counts(groups, n_groups, torch.long))
     if mode == "normal":
         return grouped_mmd_exact(z, groups, n_groups, gamma, partners)
     if mode == "fast":

@@ -12,7 +12,9 @@ from scvi_mmd.mmd import (
     grouped_mmd_exact,
     grouped_mmd_linear,
     mmd_exact,
+    median_heuristic_gamma,
     mmd_linear,
+    random_pairs,
     sequential_pairs,
 )
 
@@ -264,3 +266,59 @@ def test_bad_arguments():
         grouped_mmd(z, torch.zeros(4, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="shape"):
         grouped_mmd(torch.randn(5), torch.zeros(5, dtype=torch.long), 2)
+
+
+# ---------------------------------------------------------------- kernel and pairing options
+
+
+def ref_grouped_pairs(z, groups, pairs, mode, gamma=1.0):
+    estimator = ref_mmd_exact if mode == "normal" else ref_mmd_linear
+    by_group = {g: [z[i] for i in range(len(groups)) if int(groups[i]) == g] for g in set(
+        int(g) for g in groups)}
+    return sum(estimator(by_group[a], by_group[b], gamma) for a, b in pairs)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_multiscale_kernel_is_mean_over_scales(mode):
+    gen = torch.Generator().manual_seed(10)
+    z = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 3, (30,), generator=gen)
+    scales = [0.1, 1.0, 3.0]
+    multi = grouped_mmd(z, groups, 3, mode=mode, gamma=torch.tensor(scales, dtype=z.dtype))
+    single = [grouped_mmd(z, groups, 3, mode=mode, gamma=g) for g in scales]
+    assert multi.item() == pytest.approx(sum(single).item() / 3, abs=1e-12)
+
+
+def test_median_heuristic_gamma():
+    z = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    # pairs (i, i + 2): squared distances 9, 36, 9, 36 -> median 9 (lower median)
+    assert median_heuristic_gamma(z).item() == pytest.approx(1 / 18)
+    zs = torch.stack([z, 2 * z])
+    assert median_heuristic_gamma(zs).tolist() == pytest.approx([1 / 18, 1 / 72])
+    assert torch.isfinite(median_heuristic_gamma(torch.zeros(5, 2)))
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_all_pairs_match_loop(mode):
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    groups = torch.tensor([0, 1, 3] * 10)
+    expected = ref_grouped_pairs(z, groups, [(0, 1), (0, 3), (1, 3)], mode)
+    value = grouped_mmd(z, groups, 4, mode=mode, partners="all")
+    assert value.item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_random_pairs_follow_a_permutation():
+    counts = torch.tensor([3, 0, 2, 4])
+    rank = torch.tensor([2, 0, 3, 1])  # order of codes: 1, 3, 0, 2 -> present: 3, 0, 2
+    assert sequential_pairs(counts, rank).flatten().tolist() == [2, -1, -1, 0]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        partners = random_pairs(counts, gen).flatten()
+        assert sorted((partners >= 0).nonzero().flatten().tolist()).__len__() == 2
+        assert set(partners.tolist()) - {-1} <= {0, 2, 3}
+
+
+def test_grouped_rejects_unknown_pairing():
+    with pytest.raises(ValueError, match="partners"):
+        grouped_mmd(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), 2, partners="nearest")

@@ -170,6 +170,10 @@ def test_fast_mode_with_one_cell_batch_trains(scvi_module):
         ({"mmd_kernel_gamma": 0.0}, "mmd_kernel_gamma"),
         ({"mmd_kernel_gamma": -2.0}, "mmd_kernel_gamma"),
         ({"mmd_kernel_gamma": float("nan")}, "mmd_kernel_gamma"),
+        ({"mmd_kernel_gamma": "mean"}, "mmd_kernel_gamma"),
+        ({"mmd_kernel_scales": []}, "mmd_kernel_scales"),
+        ({"mmd_kernel_scales": [1.0, -1.0]}, "mmd_kernel_scales"),
+        ({"mmd_pairs": "nearest"}, "mmd_pairs"),
     ],
 )
 def test_bad_arguments_raise_at_construction(synthetic, kwargs, match):
@@ -191,3 +195,17 @@ def test_non_count_data_warns(synthetic, transform):
     synthetic.X = transform(synthetic.X.astype(np.float32))
     with pytest.warns(UserWarning, match="count"):
         SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_kernel_and_pairing_options_train_and_round_trip(synthetic, tmp_path, mode):
+    options = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.5, 1.0, 2.0],
+               "mmd_pairs": "all"}
+    model = make_model(synthetic, mmd_mode=mode, mmd_weight=10.0, **options)
+    model.train(**TRAIN_KWARGS)
+    assert np.isfinite(model.history["mmd_loss_train"].to_numpy(dtype=float)).all()
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = SCVIMMD.load(tmp_path / "m", adata=synthetic)
+    for name, value in options.items():
+        assert getattr(loaded.module, name) == value
+    assert loaded.get_mmd_loss() == pytest.approx(model.get_mmd_loss())

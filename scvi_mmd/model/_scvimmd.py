@@ -46,7 +46,14 @@ class SCVIMMD(SCVI):
     mmd_weight
         Weight of the MMD term, finite and ``>= 0``.
     mmd_kernel_gamma
-        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``.
+        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
+        or ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the scale of
+        the latent space).
+    mmd_kernel_scales
+        Optional multipliers of ``gamma`` for a multi-scale kernel (mean over the scales).
+    mmd_pairs
+        Batch pairs in ``L_mmd``: ``"sequential"`` (k, k+1) in code order (the original design),
+        ``"random"`` (sequential in a random order per step) or ``"all"``.
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -86,7 +93,9 @@ class SCVIMMD(SCVI):
         registry: dict | None = None,
         mmd_mode: Literal["normal", "fast"] = "normal",
         mmd_weight: float = 1.0,
-        mmd_kernel_gamma: float = 1.0,
+        mmd_kernel_gamma: float | Literal["median"] = 1.0,
+        mmd_kernel_scales: list[float] | None = None,
+        mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -97,7 +106,7 @@ class SCVIMMD(SCVI):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma)
+        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
         super().__init__(
             adata,
             registry,
@@ -112,6 +121,8 @@ class SCVIMMD(SCVI):
             mmd_mode=mmd_mode,
             mmd_weight=mmd_weight,
             mmd_kernel_gamma=mmd_kernel_gamma,
+            mmd_kernel_scales=mmd_kernel_scales,
+            mmd_pairs=mmd_pairs,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -125,7 +136,8 @@ class SCVIMMD(SCVI):
         self._model_summary_string = (
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
             + f", mmd_mode: {mmd_mode}, mmd_weight: {mmd_weight}, "
-            f"mmd_kernel_gamma: {mmd_kernel_gamma}."
+            f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
+            f"mmd_pairs: {mmd_pairs}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())

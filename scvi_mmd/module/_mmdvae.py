@@ -11,13 +11,23 @@ from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
-from scvi_mmd.mmd import grouped_mmd
+from scvi_mmd.mmd import PAIRINGS, grouped_mmd, median_heuristic_gamma
 
 MMD_MODES = ("normal", "fast")
 MMD_LOSS_KEY = "mmd_loss"
 
 
-def validate_mmd_args(mmd_mode: str, mmd_weight: float, mmd_kernel_gamma: float) -> None:
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def validate_mmd_args(
+    mmd_mode: str,
+    mmd_weight: float,
+    mmd_kernel_gamma: float | str,
+    mmd_kernel_scales=None,
+    mmd_pairs: str = "sequential",
+) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
     Parameters
@@ -27,16 +37,35 @@ def validate_mmd_args(mmd_mode: str, mmd_weight: float, mmd_kernel_gamma: float)
     mmd_weight
         Finite, ``>= 0``.
     mmd_kernel_gamma
-        Finite, ``> 0``.
+        Finite, ``> 0``, or ``"median"``.
+    mmd_kernel_scales
+        ``None`` or a non-empty sequence of finite numbers ``> 0``.
+    mmd_pairs
+        One of ``"sequential"``, ``"random"``, ``"all"``.
     """
+    if mmd_pairs not in PAIRINGS:
+        raise ValueError(f"`mmd_pairs` must be one of {tuple(PAIRINGS)}, got {mmd_pairs!r}.")
+    if mmd_kernel_scales is not None:
+        scales = list(mmd_kernel_scales) if isinstance(mmd_kernel_scales, list | tuple) else None
+        if not scales or not all(
+            _is_number(s) and math.isfinite(s) and s > 0 for s in scales
+        ):
+            raise ValueError(
+                "`mmd_kernel_scales` must be None or a non-empty list of finite numbers > 0, "
+                f"got {mmd_kernel_scales!r}."
+            )
     if mmd_mode not in MMD_MODES:
         raise ValueError(f"`mmd_mode` must be one of {MMD_MODES}, got {mmd_mode!r}.")
-    if isinstance(mmd_weight, bool) or not isinstance(mmd_weight, int | float):
+    if not _is_number(mmd_weight):
         raise ValueError(f"`mmd_weight` must be a number, got {mmd_weight!r}.")
     if not math.isfinite(mmd_weight) or mmd_weight < 0:
         raise ValueError(f"`mmd_weight` must be finite and >= 0, got {mmd_weight!r}.")
-    if isinstance(mmd_kernel_gamma, bool) or not isinstance(mmd_kernel_gamma, int | float):
-        raise ValueError(f"`mmd_kernel_gamma` must be a number, got {mmd_kernel_gamma!r}.")
+    if mmd_kernel_gamma == "median":
+        return
+    if not _is_number(mmd_kernel_gamma):
+        raise ValueError(
+            f"`mmd_kernel_gamma` must be a number or 'median', got {mmd_kernel_gamma!r}."
+        )
     if not math.isfinite(mmd_kernel_gamma) or mmd_kernel_gamma <= 0:
         raise ValueError(f"`mmd_kernel_gamma` must be finite and > 0, got {mmd_kernel_gamma!r}.")
 
@@ -60,7 +89,16 @@ class MMDVAE(VAE):
     mmd_weight
         Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly.
     mmd_kernel_gamma
-        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``.
+        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
+        ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch (detached), which
+        follows the scale of the latent space.
+    mmd_kernel_scales
+        Optional multipliers of ``gamma``: the kernel is then the mean of the Gaussian kernels
+        at ``gamma * s`` for each ``s`` (a multi-scale kernel). ``None``: one scale.
+    mmd_pairs
+        Which batch pairs enter ``L_mmd``: ``"sequential"`` (each present batch with the next
+        present one, in code order; the original design), ``"random"`` (the same in a random
+        order of batches, drawn at each step) or ``"all"`` (every pair of present batches).
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -71,14 +109,32 @@ class MMDVAE(VAE):
         n_batch: int = 0,
         mmd_mode: str = "normal",
         mmd_weight: float = 1.0,
-        mmd_kernel_gamma: float = 1.0,
+        mmd_kernel_gamma: float | str = 1.0,
+        mmd_kernel_scales: list[float] | None = None,
+        mmd_pairs: str = "sequential",
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma)
+        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
         self.mmd_weight = float(mmd_weight)
-        self.mmd_kernel_gamma = float(mmd_kernel_gamma)
+        self.mmd_kernel_gamma = (
+            mmd_kernel_gamma if mmd_kernel_gamma == "median" else float(mmd_kernel_gamma)
+        )
+        self.mmd_kernel_scales = (
+            None if mmd_kernel_scales is None else [float(s) for s in mmd_kernel_scales]
+        )
+        self.mmd_pairs = mmd_pairs
+
+    def mmd_gamma(self, z: torch.Tensor) -> float | torch.Tensor:
+        """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``."""
+        gamma = self.mmd_kernel_gamma
+        if gamma == "median":
+            gamma = median_heuristic_gamma(z)
+        if self.mmd_kernel_scales is None:
+            return gamma
+        scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
+        return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
 
     def mmd_loss(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
         """MMD term ``L_mmd`` of a minibatch.
@@ -96,8 +152,14 @@ class MMDVAE(VAE):
         """
         if self.n_batch < 2:
             return z.new_zeros(())
+        partners = None if self.mmd_pairs == "sequential" else self.mmd_pairs
         value = grouped_mmd(
-            z, batch_index, self.n_batch, mode=self.mmd_mode, gamma=self.mmd_kernel_gamma
+            z,
+            batch_index,
+            self.n_batch,
+            mode=self.mmd_mode,
+            gamma=self.mmd_gamma(z),
+            partners=partners,
         )
         return value.mean()
 

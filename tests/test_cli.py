@@ -1,0 +1,143 @@
+"""The scvi-mmd command line, through its entry function and once as a console script."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import anndata
+import numpy as np
+import pytest
+
+from scvi_mmd import SCVIMMD, cli
+from scvi_mmd.data import simulate_batches
+
+FAST = ["--max-epochs", "2", "--n-top-genes", "60"]
+
+
+@pytest.fixture
+def h5ad(tmp_path):
+    adata = simulate_batches(n_cells=240, n_genes=120, n_batches=2, n_cell_types=3, seed=1)
+    adata.obs["one_batch"] = "a"
+    adata.layers["lognorm"] = adata.X.copy()
+    adata.layers["lognorm"].data = np.log1p(adata.layers["lognorm"].data) + 0.5
+    path = tmp_path / "input.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_error(capsys, argv):
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("scvi-mmd: error:"), err
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_integrate_happy_path(h5ad, tmp_path, capsys):
+    before = digest(h5ad)
+    out, model_dir, plots = tmp_path / "out.h5ad", tmp_path / "model", tmp_path / "plots"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--labels-key", "cell_type",
+                     *FAST, "-o", str(out), "--model-dir", str(model_dir), "--plots", str(plots)])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "batch mixing" in stdout and "cell-type purity" in stdout
+    assert digest(h5ad) == before  # the input is never modified
+
+    original, result = anndata.read_h5ad(h5ad), anndata.read_h5ad(out)
+    assert result.obsm["X_scvi_mmd"].shape == (original.n_obs, 10)
+    assert np.isfinite(result.obsm["X_scvi_mmd"]).all()
+    assert (result.obs_names == original.obs_names).all()
+    assert (result.var_names == original.var_names).all()  # all genes kept, not only HVGs
+    assert (result.X != original.X).nnz == 0
+    assert result.obs.equals(original.obs)
+    assert {p.name for p in plots.iterdir()} == {"training_curves.png", "umap.png"}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    model = SCVIMMD.load(str(model_dir))
+    assert model.module.mmd_kernel_gamma == "median"
+
+
+def test_demo_runs_without_input(tmp_path, capsys):
+    code = cli.main(["integrate", "--max-epochs", "2", "-o", str(tmp_path / "demo.h5ad")])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "1500 cells" in stdout and "batch mixing" in stdout
+    assert "X_scvi_mmd" in anndata.read_h5ad(tmp_path / "demo.h5ad").obsm
+
+
+def test_existing_output_needs_overwrite(h5ad, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"keep me")
+    argv = ["integrate", str(h5ad), "--batch-key", "batch", *FAST, "-o", str(out)]
+    assert "--overwrite" in run_error(capsys, argv)
+    assert out.read_bytes() == b"keep me"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert "X_scvi_mmd" in anndata.read_h5ad(out).obsm
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{missing}", "--batch-key", "batch"], "not found"),
+        (["{text}", "--batch-key", "batch"], "not a readable h5ad"),
+        (["{input}", "--batch-key", "donor"], "batch key 'donor' not in obs"),
+        (["{input}", "--batch-key", "one_batch"], "1 batch"),
+        (["{input}", "--batch-key", "batch", "--layer", "lognorm"], "raw counts"),
+        (["{input}", "--batch-key", "batch", "--layer", "nope"], "layer 'nope'"),
+        (["{input}", "--batch-key", "batch", "--labels-key", "nope"], "labels key"),
+        (["{input}"], "--batch-key is required"),
+    ],
+)
+def test_bad_input_gives_one_line(h5ad, tmp_path, capsys, args, message):
+    text = tmp_path / "notes.h5ad"
+    text.write_text("not an h5ad")
+    names = {"missing": tmp_path / "missing.h5ad", "text": text, "input": h5ad}
+    argv = ["integrate", *[a.format(**names) for a in args], "-o", str(tmp_path / "o.h5ad")]
+    before = digest(h5ad)
+    assert message in run_error(capsys, argv)
+    assert digest(h5ad) == before
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_bad_output_paths(h5ad, tmp_path, capsys, monkeypatch):
+    base = ["integrate", str(h5ad), "--batch-key", "batch", "-o"]
+    assert "does not exist" in run_error(capsys, [*base, str(tmp_path / "no" / "o.h5ad")])
+    assert "must differ from INPUT" in run_error(capsys, [*base, str(h5ad), "--overwrite"])
+    assert ".h5ad" in run_error(capsys, [*base, str(tmp_path / "o.csv")])
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert "not writable" in run_error(capsys, [*base, str(tmp_path / "o.h5ad")])
+
+
+def test_bad_numbers_are_argparse_errors(h5ad, capsys):
+    for flag, value in (("--mmd-weight", "-1"), ("--mmd-weight", "nan"),
+                        ("--max-epochs", "0"), ("--mmd-kernel-gamma", "0")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["integrate", str(h5ad), "--batch-key", "batch", flag, value, "-o", "x.h5ad"])
+        assert exit_info.value.code == 2
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_interrupted_run_leaves_no_output(h5ad, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SCVIMMD, "train", interrupted)
+    out = tmp_path / "out.h5ad"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", *FAST, "-o", str(out)])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.h5ad"]
+
+
+def test_console_script_is_installed():
+    script = shutil.which("scvi-mmd")
+    assert script is not None, "the scvi-mmd console script is not on PATH (pip install -e .)"
+    done = subprocess.run([script, "integrate", "--help"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0 and "--mmd-weight" in done.stdout
