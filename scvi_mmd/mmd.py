@@ -40,6 +40,7 @@ __all__ = [
     "grouped_mmd_exact",
     "grouped_mmd_linear",
     "grouped_mmd",
+    "grouped_mmd_conditional",
 ]
 
 
@@ -232,7 +233,9 @@ def group_counts(groups: torch.Tensor, n_groups: int, dtype: torch.dtype) -> tor
     return counts.scatter_add_(0, groups, torch.ones_like(groups, dtype=dtype))
 
 
-def sequential_pairs(counts: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
+def sequential_pairs(
+    counts: torch.Tensor, rank: torch.Tensor | None = None, block: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pair each group present with the next present group, in code order (or ``rank`` order).
 
     With groups ``0, 1, 3`` present this gives the pairs ``(0, 1)`` and ``(1, 3)``; with one
@@ -245,6 +248,9 @@ def sequential_pairs(counts: torch.Tensor, rank: torch.Tensor | None = None) -> 
     rank
         Optional position of each group in the order to follow (a permutation of
         ``0 .. n_groups - 1``); by default the codes themselves.
+    block
+        Optional block of each group: groups are paired only within their block, and groups
+        of a negative block never. Default: one block.
 
     Returns
     -------
@@ -253,26 +259,39 @@ def sequential_pairs(counts: torch.Tensor, rank: torch.Tensor | None = None) -> 
     n_groups = counts.shape[0]
     if rank is None:
         rank = torch.arange(n_groups, device=counts.device)
-    present = counts > 0
+    present = _present(counts, block)
     # later[k, l]: group l is present and comes after group k; the next one has the least rank
-    later = (rank[None, :] > rank[:, None]) & present[None, :]
+    later = (rank[None, :] > rank[:, None]) & present[None, :] & _same_block(block)
     nxt = torch.where(later, rank[None, :], n_groups).argmin(dim=1)
     return torch.where(present & later.any(dim=1), nxt, -1)[:, None]
 
 
-def random_pairs(counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def _present(counts: torch.Tensor, block: torch.Tensor | None) -> torch.Tensor:
+    present = counts > 0
+    return present if block is None else present & (block >= 0)
+
+
+def _same_block(block: torch.Tensor | None) -> torch.Tensor | bool:
+    return True if block is None else block[None, :] == block[:, None]
+
+
+def random_pairs(
+    counts: torch.Tensor,
+    generator: torch.Generator | None = None,
+    block: torch.Tensor | None = None,
+) -> torch.Tensor:
     """:func:`sequential_pairs` in a random order of the groups (drawn anew at each call)."""
     rank = torch.randperm(counts.shape[0], generator=generator, device="cpu")
-    return sequential_pairs(counts, rank.to(counts.device))
+    return sequential_pairs(counts, rank.to(counts.device), block)
 
 
-def all_pairs(counts: torch.Tensor) -> torch.Tensor:
+def all_pairs(counts: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
     """Every pair ``(k, l)``, ``k < l``, of present groups: ``partners`` of shape ``(G, G)``."""
     n_groups = counts.shape[0]
     codes = torch.arange(n_groups, device=counts.device)
-    present = counts > 0
+    present = _present(counts, block)
     keep = (codes[None, :] > codes[:, None]) & present[None, :] & present[:, None]
-    return torch.where(keep, codes[None, :], -1)
+    return torch.where(keep & _same_block(block), codes[None, :], -1)
 
 
 PAIRINGS = {"sequential": sequential_pairs, "random": random_pairs, "all": all_pairs}
@@ -473,3 +492,67 @@ def grouped_mmd(
     if mode == "fast":
         return grouped_mmd_linear(z, groups, n_groups, gamma, partners)
     raise ValueError(f"`mode` must be 'normal' or 'fast', got {mode!r}.")
+
+
+def grouped_mmd_conditional(
+    z: torch.Tensor,
+    batches: torch.Tensor,
+    n_batches: int,
+    labels: torch.Tensor,
+    n_labels: int,
+    unlabeled: int | None = None,
+    mode: str = "normal",
+    gamma: GammaLike = 1.0,
+    pairing: str = "sequential",
+) -> torch.Tensor:
+    """Class-conditional MMD: batches compared within each label, averaged over labels.
+
+    Cells of label ``t`` in batch ``k`` are compared with cells of label ``t`` in the paired
+    batch (pairs of :func:`grouped_mmd`, formed among the batches present *within* the label).
+    The result is the mean, over the labels that have at least one pair, of the sum over their
+    pairs; cells whose label is ``unlabeled`` are ignored. A label present in one batch only
+    contributes nothing. Same estimators, costs and synchronisation-free operations as
+    :func:`grouped_mmd` (the groups are the ``n_labels * n_batches`` label-batch combinations).
+
+    Parameters
+    ----------
+    z
+        Latent codes, shape ``(..., n, d)``.
+    batches
+        Batch code of each cell in ``[0, n_batches)``, shape ``(n,)`` or ``(n, 1)``.
+    n_batches
+        Number of batches.
+    labels
+        Label code of each cell in ``[0, n_labels)``, shape ``(n,)`` or ``(n, 1)``.
+    n_labels
+        Number of label codes (the unlabeled one included, if any).
+    unlabeled
+        Code of the unlabeled category, or ``None``.
+    mode
+        ``"normal"`` (exact) or ``"fast"`` (linear-time).
+    gamma
+        Inverse bandwidth(s) of the Gaussian kernel.
+    pairing
+        ``"sequential"``, ``"random"`` or ``"all"``.
+
+    Returns
+    -------
+    Tensor of shape ``(...)``; 0 when no label is present in two batches.
+    """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"`pairing` must be one of {tuple(PAIRINGS)}, got {pairing!r}.")
+    batches = _check_grouped_inputs(z, batches)
+    labels = _check_grouped_inputs(z, labels)
+    n_groups = n_labels * n_batches + 1  # the last group holds unlabeled cells, never paired
+    groups = labels * n_batches + batches
+    if unlabeled is not None:
+        groups = torch.where(labels == unlabeled, n_groups - 1, groups)
+    block = torch.arange(n_groups, device=z.device) // n_batches
+    block[-1] = -1
+    counts = group_counts(groups, n_groups, torch.long)
+    partners = PAIRINGS[pairing](counts, block=block)
+    value = grouped_mmd(z, groups, n_groups, mode=mode, gamma=gamma, partners=partners)
+    has_pair = (partners >= 0).any(dim=1).to(z.dtype)
+    per_label = torch.zeros(n_labels + 1, dtype=z.dtype, device=z.device)
+    per_label = per_label.scatter_add_(0, block.clamp_min(0), has_pair)
+    return value / (per_label > 0).sum().clamp_min(1).to(z.dtype)

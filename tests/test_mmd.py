@@ -9,6 +9,7 @@ from scvi_mmd.mmd import (
     gaussian_kernel,
     group_counts,
     grouped_mmd,
+    grouped_mmd_conditional,
     grouped_mmd_exact,
     grouped_mmd_linear,
     mmd_exact,
@@ -322,3 +323,69 @@ def test_random_pairs_follow_a_permutation():
 def test_grouped_rejects_unknown_pairing():
     with pytest.raises(ValueError, match="partners"):
         grouped_mmd(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), 2, partners="nearest")
+
+
+# ---------------------------------------------------------------- class-conditional MMD
+
+
+def ref_conditional(z, batches, labels, mode, unlabeled=None, gamma=1.0):
+    """Loop over labels: sequential batch pairs within each label, mean over labels with pairs."""
+    per_label = []
+    for t in sorted(set(int(v) for v in labels)):
+        if t == unlabeled:
+            continue
+        idx = [i for i in range(len(labels)) if int(labels[i]) == t]
+        present = sorted(set(int(batches[i]) for i in idx))
+        if len(present) < 2:
+            continue
+        per_label.append(ref_grouped([z[i] for i in idx], [batches[i] for i in idx], mode, gamma))
+    return sum(per_label) / max(len(per_label), 1)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("seed", range(4))
+def test_conditional_matches_per_label_loop(mode, seed):
+    gen = torch.Generator().manual_seed(20 + seed)
+    n = 60
+    z = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    batches = torch.randint(0, 3, (n,), generator=gen)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    labels[(labels == 2) & (batches != 1)] = 0  # label 2 exists in batch 1 only
+    expected = ref_conditional(z, batches, labels, mode, unlabeled=3, gamma=0.5)
+    value = grouped_mmd_conditional(z, batches, 3, labels[:, None], 4, unlabeled=3, mode=mode,
+                                    gamma=0.5)
+    assert value.item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_conditional_ignores_unlabeled_cells():
+    gen = torch.Generator().manual_seed(30)
+    z = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    batches = torch.arange(40) % 2
+    labels = torch.zeros(40, dtype=torch.long)
+    labels[:10] = 1  # unlabeled
+    base = grouped_mmd_conditional(z, batches, 2, labels, 2, unlabeled=1)
+    moved = z.clone()
+    moved[:10] += 100.0  # unlabeled cells far away change nothing
+    assert grouped_mmd_conditional(moved, batches, 2, labels, 2, unlabeled=1).item() == (
+        pytest.approx(base.item(), abs=1e-12)
+    )
+    assert base.item() == pytest.approx(ref_grouped(z[10:], batches[10:], "normal"), abs=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["normal", "fast"])
+def test_conditional_label_in_one_batch_contributes_zero(mode):
+    z = torch.randn(20, 2, generator=torch.Generator().manual_seed(31))
+    batches = torch.tensor([0] * 10 + [1] * 10)
+    labels = torch.tensor([0] * 10 + [1] * 10)  # each label in one batch only
+    assert grouped_mmd_conditional(z, batches, 2, labels, 2, mode=mode).item() == 0.0
+    # the plain MMD would pull the two (different) types together
+    assert grouped_mmd(z, batches, 2, mode="normal").item() > 0
+
+
+def test_conditional_gradient_and_pairings():
+    z = torch.randn(30, 2, generator=torch.Generator().manual_seed(32), requires_grad=True)
+    batches, labels = torch.arange(30) % 3, (torch.arange(30) // 3) % 2
+    for pairing in ("sequential", "random", "all"):
+        value = grouped_mmd_conditional(z, batches, 3, labels, 2, pairing=pairing)
+        (grad,) = torch.autograd.grad(value, z)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0

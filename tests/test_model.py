@@ -209,3 +209,33 @@ def test_kernel_and_pairing_options_train_and_round_trip(synthetic, tmp_path, mo
     for name, value in options.items():
         assert getattr(loaded.module, name) == value
     assert loaded.get_mmd_loss() == pytest.approx(model.get_mmd_loss())
+
+
+# ---------------------------------------------------------------- label-aware MMD
+
+
+def test_conditional_needs_labels(synthetic):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    with pytest.raises(ValueError, match="labels_key"):
+        SCVIMMD(synthetic, mmd_conditional=True)
+    with pytest.raises(ValueError, match="labels_key"):
+        SCVIMMD.setup_anndata(synthetic, batch_key="batch", unlabeled_category="Unknown")
+
+
+def test_conditional_trains_with_partial_labels_and_round_trips(synthetic, tmp_path):
+    labels = synthetic.obs["labels"].astype(str).to_numpy().copy()
+    labels[::2] = "Unknown"
+    synthetic.obs["partial"] = labels
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch", labels_key="partial",
+                          unlabeled_category="Unknown")
+    model = SCVIMMD(synthetic, mmd_conditional=True, mmd_weight=10.0)
+    codes = list(model.adata_manager.get_state_registry("labels")["categorical_mapping"])
+    assert model.module.mmd_unlabeled_code == codes.index("Unknown")
+    model.train(**TRAIN_KWARGS)
+    assert np.isfinite(model.history["mmd_loss_train"].to_numpy(dtype=float)).all()
+    assert model.get_mmd_loss() > 0
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = SCVIMMD.load(tmp_path / "m", adata=synthetic)
+    assert loaded.module.mmd_conditional is True
+    assert loaded.module.mmd_unlabeled_code == model.module.mmd_unlabeled_code
+    assert loaded.get_mmd_loss() == pytest.approx(model.get_mmd_loss())

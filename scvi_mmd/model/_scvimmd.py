@@ -54,6 +54,10 @@ class SCVIMMD(SCVI):
     mmd_pairs
         Batch pairs in ``L_mmd``: ``"sequential"`` (k, k+1) in code order (the original design),
         ``"random"`` (sequential in a random order per step) or ``"all"``.
+    mmd_conditional
+        If ``True``, compare batches within each cell type (label) and average over labels,
+        ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
+        ``unlabeled_category``). Keeps batches of different compositions from being merged.
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -96,6 +100,7 @@ class SCVIMMD(SCVI):
         mmd_kernel_gamma: float | Literal["median"] = 1.0,
         mmd_kernel_scales: list[float] | None = None,
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
+        mmd_conditional: bool = False,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -107,6 +112,7 @@ class SCVIMMD(SCVI):
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
+        unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata,
             registry,
@@ -123,6 +129,8 @@ class SCVIMMD(SCVI):
             mmd_kernel_gamma=mmd_kernel_gamma,
             mmd_kernel_scales=mmd_kernel_scales,
             mmd_pairs=mmd_pairs,
+            mmd_conditional=mmd_conditional,
+            mmd_unlabeled_code=unlabeled_code,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -137,10 +145,99 @@ class SCVIMMD(SCVI):
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
             + f", mmd_mode: {mmd_mode}, mmd_weight: {mmd_weight}, "
             f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
-            f"mmd_pairs: {mmd_pairs}."
+            f"mmd_pairs: {mmd_pairs}, mmd_conditional: {mmd_conditional}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        unlabeled_category: str | None = None,
+        size_factor_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        **kwargs,
+    ):
+        """Set up :class:`~anndata.AnnData` for SCVIMMD, as :meth:`scvi.model.SCVI.setup_anndata`.
+
+        Parameters
+        ----------
+        adata
+            AnnData object with raw counts in ``X`` or ``layer``.
+        layer
+            Layer with the raw counts; ``None``: ``X``.
+        batch_key
+            obs column with the batch: the groups the MMD pulls together.
+        labels_key
+            obs column with cell-type labels (used by ``mmd_conditional=True``).
+        unlabeled_category
+            Value of ``labels_key`` that marks unlabeled cells (ignored by the conditional MMD),
+            registered as in scANVI.
+        size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+            As in :meth:`scvi.model.SCVI.setup_anndata`.
+        **kwargs
+            Keyword arguments for :meth:`~scvi.data.AnnDataManager.register_fields`.
+        """
+        from scvi.data import AnnDataManager
+        from scvi.data._utils import _get_adata_minify_type
+        from scvi.data.fields import (
+            CategoricalJointObsField,
+            CategoricalObsField,
+            LabelsWithUnlabeledObsField,
+            LayerField,
+            NumericalJointObsField,
+            NumericalObsField,
+        )
+
+        if unlabeled_category is not None and labels_key is None:
+            raise ValueError("`unlabeled_category` needs `labels_key`.")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        labels_field = (
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key)
+            if unlabeled_category is None
+            else LabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
+            )
+        )
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            labels_field,
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+        adata_minify_type = _get_adata_minify_type(adata)
+        if adata_minify_type is not None:
+            anndata_fields += cls._get_fields_for_adata_minification(adata_minify_type)
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
+        """Labels must be registered for the conditional MMD; return the unlabeled code."""
+        if not isinstance(mmd_conditional, bool):
+            raise ValueError(f"`mmd_conditional` must be True or False, got {mmd_conditional!r}.")
+        if not mmd_conditional:
+            return None
+        registry = registry if adata is None else self._get_most_recent_anndata_manager(
+            adata, required=True
+        ).registry
+        if registry["setup_args"].get("labels_key") is None:
+            raise ValueError(
+                "`mmd_conditional=True` needs cell-type labels: call "
+                "`SCVIMMD.setup_anndata(adata, batch_key=..., labels_key=...)` first."
+            )
+        unlabeled = registry["setup_args"].get("unlabeled_category")
+        if unlabeled is None:
+            return None
+        state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+        return int(list(state["categorical_mapping"]).index(unlabeled))
 
     @torch.inference_mode()
     def get_mmd_loss(
@@ -199,6 +296,8 @@ class SCVIMMD(SCVI):
                 z = inference_outputs["z"]
                 batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
                 n = batch_index.shape[0]
-                total += float(self.module.mmd_loss(z, batch_index)) * n
+                labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+                labels = None if labels is None else labels.to(z.device)
+                total += float(self.module.mmd_loss(z, batch_index, labels)) * n
                 n_cells += n
         return total / n_cells

@@ -11,7 +11,7 @@ from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
-from scvi_mmd.mmd import PAIRINGS, grouped_mmd, median_heuristic_gamma
+from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 
 MMD_MODES = ("normal", "fast")
 MMD_LOSS_KEY = "mmd_loss"
@@ -99,6 +99,12 @@ class MMDVAE(VAE):
         Which batch pairs enter ``L_mmd``: ``"sequential"`` (each present batch with the next
         present one, in code order; the original design), ``"random"`` (the same in a random
         order of batches, drawn at each step) or ``"all"`` (every pair of present batches).
+    mmd_conditional
+        If ``True``, the MMD compares batches *within each label* (cell type) and averages over
+        labels (:func:`scvi_mmd.mmd.grouped_mmd_conditional`), so batches with different
+        cell-type compositions are not pulled onto each other. Needs ``n_labels >= 1``.
+    mmd_unlabeled_code
+        Label code of unlabeled cells, ignored by the conditional MMD; ``None``: all labelled.
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -112,6 +118,8 @@ class MMDVAE(VAE):
         mmd_kernel_gamma: float | str = 1.0,
         mmd_kernel_scales: list[float] | None = None,
         mmd_pairs: str = "sequential",
+        mmd_conditional: bool = False,
+        mmd_unlabeled_code: int | None = None,
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
@@ -125,6 +133,8 @@ class MMDVAE(VAE):
             None if mmd_kernel_scales is None else [float(s) for s in mmd_kernel_scales]
         )
         self.mmd_pairs = mmd_pairs
+        self.mmd_conditional = bool(mmd_conditional)
+        self.mmd_unlabeled_code = mmd_unlabeled_code
 
     def mmd_gamma(self, z: torch.Tensor) -> float | torch.Tensor:
         """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``."""
@@ -136,7 +146,9 @@ class MMDVAE(VAE):
         scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
         return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
 
-    def mmd_loss(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+    def mmd_loss(
+        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """MMD term ``L_mmd`` of a minibatch.
 
         Parameters
@@ -145,6 +157,8 @@ class MMDVAE(VAE):
             Latent samples, shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``.
         batch_index
             Batch code of each cell, shape ``(n_cells, 1)``.
+        labels
+            Label code of each cell, shape ``(n_cells, 1)``; used when ``mmd_conditional``.
 
         Returns
         -------
@@ -152,6 +166,20 @@ class MMDVAE(VAE):
         """
         if self.n_batch < 2:
             return z.new_zeros(())
+        if self.mmd_conditional:
+            if labels is None:
+                raise ValueError("The conditional MMD needs the labels of the cells.")
+            return grouped_mmd_conditional(
+                z,
+                batch_index,
+                self.n_batch,
+                labels,
+                max(self.n_labels, 1),
+                unlabeled=self.mmd_unlabeled_code,
+                mode=self.mmd_mode,
+                gamma=self.mmd_gamma(z),
+                pairing=self.mmd_pairs,
+            ).mean()
         partners = None if self.mmd_pairs == "sequential" else self.mmd_pairs
         value = grouped_mmd(
             z,
@@ -190,7 +218,11 @@ class MMDVAE(VAE):
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
             mmd_weight = self.mmd_weight
-        mmd = self.mmd_loss(inference_outputs[MODULE_KEYS.Z_KEY], tensors[REGISTRY_KEYS.BATCH_KEY])
+        mmd = self.mmd_loss(
+            inference_outputs[MODULE_KEYS.Z_KEY],
+            tensors[REGISTRY_KEYS.BATCH_KEY],
+            tensors.get(REGISTRY_KEYS.LABELS_KEY),
+        )
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
         elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
         return elbo_output
