@@ -44,7 +44,8 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--modes", default="normal")
     parser.add_argument("--configs", default=",".join(CONFIGS))
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--baselines", default="pca,scvi,harmony,scanorama")
+    parser.add_argument("--out", default=None, help="output folder (default: results/<data>)")
     args = parser.parse_args(argv)
 
     if args.data == "kang":
@@ -55,16 +56,15 @@ def main(argv=None):
         name = "sim"
     else:
         adata, name = anndata.read_h5ad(args.data), Path(args.data).stem
-    out = Path(args.out) if args.out else ROOT / "results" / name
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for config in args.configs.split(","):
-        run_sweep(
-            adata, args.batch_key, args.labels_key,
-            weights=WEIGHTS[config], modes=args.modes.split(","), seeds=seeds,
-            baselines=("pca", "scvi", "harmony", "scanorama") if config == "gamma1" else (),
-            max_epochs=args.max_epochs, output_dir=out / config,
-            configs={config: CONFIGS[config]},
-        )
+    configs = {c: CONFIGS[c] for c in args.configs.split(",") if c}
+    run_sweep(
+        adata, args.batch_key, args.labels_key,
+        weights={c: WEIGHTS[c] for c in configs}, modes=args.modes.split(","),
+        seeds=[int(s) for s in args.seeds.split(",")],
+        baselines=tuple(b for b in args.baselines.split(",") if b),
+        max_epochs=args.max_epochs, configs=configs,
+        output_dir=Path(args.out) if args.out else ROOT / "results" / name,
+    )
 
 
 if __name__ == "__main__":

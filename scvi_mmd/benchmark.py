@@ -217,7 +217,8 @@ def run_sweep(
             fits[key] = ("Scanorama", None, None, fit_scanorama(data, batch_key, key, seed))
         for name, kwargs in configs.items():
             for mode in modes:
-                for weight in weights:
+                grid = weights[name] if isinstance(weights, dict) else weights
+                for weight in grid:
                     key = f"X_mmd_{name}_{mode}_w{weight:g}_s{seed}"
                     seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
                                           mmd_mode=mode, mmd_weight=weight, **kwargs)
