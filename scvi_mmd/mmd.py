@@ -74,7 +74,10 @@ def _neg_scaled_sq_distances(x: torch.Tensor, y: torch.Tensor, gamma: float) -> 
 
     ``-gamma ||x_i - y_j||^2 = 2 gamma x_i.y_j - gamma ||x_i||^2 - gamma ||y_j||^2`` is the
     product of ``[x_i, ||x_i||^2, 1]`` with ``[2 gamma y_j, -gamma, -gamma ||y_j||^2]``; inputs
-    are centred first, as in :func:`squared_distances`.
+    are centred first, as in :func:`squared_distances`. This Gram form has an absolute error of
+    about ``eps * gamma * max ||x_i||^2`` (``eps`` of the dtype), which matters only for
+    coordinates far larger than a latent space holds; the diagonal of ``x`` with itself is set
+    to exactly 0.
     """
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
@@ -83,7 +86,10 @@ def _neg_scaled_sq_distances(x: torch.Tensor, y: torch.Tensor, gamma: float) -> 
     y_sq = x_sq if y is x else y.square().sum(-1, keepdim=True)
     left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
     right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
-    return (left @ right.transpose(-1, -2)).clamp_(max=0.0)
+    neg_sq = left @ right.transpose(-1, -2)
+    if y is x:  # exact zeros on the diagonal (the Gram form leaves ~eps ||x||^2 there)
+        neg_sq.diagonal(dim1=-2, dim2=-1).zero_()
+    return neg_sq.clamp_(max=0.0)
 
 
 def _as_scales(gamma: GammaLike, like: torch.Tensor) -> list[torch.Tensor]:
@@ -461,6 +467,7 @@ def grouped_mmd(
     mode: str = "normal",
     gamma: GammaLike = 1.0,
     partners: torch.Tensor | str | None = None,
+    block: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of MMD^2 over pairs of groups, with the estimator named by ``mode``.
 
@@ -481,12 +488,18 @@ def grouped_mmd(
         Pairing of groups, or the name of a pairing: ``"sequential"`` (the default,
         :func:`sequential_pairs`), ``"random"`` (:func:`random_pairs`) or ``"all"``
         (:func:`all_pairs`).
+    block
+        With a named pairing: the block of each group (pairs only within a block; groups of a
+        negative block, e.g. padding, are never paired).
     """
+    if partners is None and block is not None:
+        partners = "sequential"
     if isinstance(partners, str):
         if partners not in PAIRINGS:
             raise ValueError(f"`partners` must be one of {tuple(PAIRINGS)}, got {partners!r}.")
         groups = _check_grouped_inputs(z, groups)
-        partners = PAIRINGS[partners](group_counts(groups, n_groups, torch.long))
+        counts = group_counts(groups, n_groups, torch.long)
+        partners = PAIRINGS[partners](counts, block=block)
     if mode == "normal":
         return grouped_mmd_exact(z, groups, n_groups, gamma, partners)
     if mode == "fast":

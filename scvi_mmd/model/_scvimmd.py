@@ -58,6 +58,9 @@ class SCVIMMD(SCVI):
         If ``True``, compare batches within each cell type (label) and average over labels,
         ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
         ``unlabeled_category``). Keeps batches of different compositions from being merged.
+    mmd_ddp_gather
+        With ``devices > 1`` (DDP): gather all processes' latent codes before the MMD, so pairs
+        see more cells; ``False`` (default): each process uses its own minibatch.
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -101,6 +104,7 @@ class SCVIMMD(SCVI):
         mmd_kernel_scales: list[float] | None = None,
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
         mmd_conditional: bool = False,
+        mmd_ddp_gather: bool = False,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -131,6 +135,7 @@ class SCVIMMD(SCVI):
             mmd_pairs=mmd_pairs,
             mmd_conditional=mmd_conditional,
             mmd_unlabeled_code=unlabeled_code,
+            mmd_ddp_gather=mmd_ddp_gather,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch

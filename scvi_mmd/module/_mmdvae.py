@@ -70,6 +70,32 @@ def validate_mmd_args(
         raise ValueError(f"`mmd_kernel_gamma` must be finite and > 0, got {mmd_kernel_gamma!r}.")
 
 
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_padded(z: torch.Tensor, codes: torch.Tensor, pad_code: int):
+    """All-gather ``z`` (with gradients) and group codes from every process.
+
+    Minibatches can differ in size across processes, so each is padded to the largest with
+    zeros in the group ``pad_code``.
+    """
+    from torch.distributed.nn.functional import all_gather
+
+    dist = torch.distributed
+    size = torch.tensor([z.shape[-2]], device=z.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    pad = int(max(s.item() for s in sizes)) - z.shape[-2]
+    if pad:
+        z = torch.cat([z, z.new_zeros(z.shape[:-2] + (pad, z.shape[-1]))], dim=-2)
+        codes = torch.cat([codes, codes.new_full((pad,), pad_code)])
+    all_codes = [torch.empty_like(codes) for _ in sizes]
+    dist.all_gather(all_codes, codes)
+    return torch.cat(all_gather(z), dim=-2), torch.cat(all_codes)
+
+
 class MMDVAE(VAE):
     """Variational auto-encoder with an MMD penalty between the latent codes of batches.
 
@@ -105,6 +131,12 @@ class MMDVAE(VAE):
         cell-type compositions are not pulled onto each other. Needs ``n_labels >= 1``.
     mmd_unlabeled_code
         Label code of unlabeled cells, ignored by the conditional MMD; ``None``: all labelled.
+    mmd_ddp_gather
+        Under distributed data parallel training (several processes), gather the latent codes
+        of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
+        not with ``mmd_conditional``)
+        before computing the MMD, so pairs see ``world_size`` times more cells. ``False``:
+        each process computes the MMD on its own minibatch. No effect in a single process.
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -120,6 +152,7 @@ class MMDVAE(VAE):
         mmd_pairs: str = "sequential",
         mmd_conditional: bool = False,
         mmd_unlabeled_code: int | None = None,
+        mmd_ddp_gather: bool = False,
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
@@ -135,6 +168,7 @@ class MMDVAE(VAE):
         self.mmd_pairs = mmd_pairs
         self.mmd_conditional = bool(mmd_conditional)
         self.mmd_unlabeled_code = mmd_unlabeled_code
+        self.mmd_ddp_gather = bool(mmd_ddp_gather)
 
     def mmd_gamma(self, z: torch.Tensor) -> float | torch.Tensor:
         """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``."""
@@ -166,6 +200,14 @@ class MMDVAE(VAE):
         """
         if self.n_batch < 2:
             return z.new_zeros(())
+        if self.mmd_ddp_gather and _world_size() > 1 and not self.mmd_conditional:
+            z, batch_index = _gather_padded(z, batch_index.reshape(-1), pad_code=self.n_batch)
+            block = torch.zeros(self.n_batch + 1, dtype=torch.long, device=z.device)
+            block[-1] = -1  # padding rows form a group that is never paired
+            return grouped_mmd(
+                z, batch_index, self.n_batch + 1, mode=self.mmd_mode, gamma=self.mmd_gamma(z),
+                partners=self.mmd_pairs, block=block,
+            ).mean()
         if self.mmd_conditional:
             if labels is None:
                 raise ValueError("The conditional MMD needs the labels of the cells.")

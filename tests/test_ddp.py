@@ -1,0 +1,47 @@
+"""DDP training on CPU with two processes (gloo), through Lightning's own strategy."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, logging, sys, warnings
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import scvi, torch
+    from scvi_mmd import SCVIMMD
+    from scvi_mmd.data import simulate_batches
+
+    torch.set_num_threads(1)
+    scvi.settings.seed = 0
+    adata = simulate_batches(n_cells=300, n_genes=50, n_batches=3, n_cell_types=3, seed=0)
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, mmd_weight=10.0, mmd_ddp_gather=sys.argv[1] == "gather")
+    model.train(max_epochs=1, accelerator="cpu", devices=2,
+                strategy="ddp_find_unused_parameters_true", check_val_every_n_epoch=1,
+                enable_progress_bar=False, batch_size=64)
+    if torch.distributed.get_rank() == 0:
+        history = {k: [float(x) for x in v.iloc[:, 0]] for k, v in model.history.items()}
+        print("HISTORY " + json.dumps(history))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["local", "gather"])
+def test_ddp_two_cpu_processes(tmp_path, mode):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("HISTORY "))
+    history = json.loads(line[len("HISTORY "):])
+    for key in ("mmd_loss_train", "mmd_loss_validation", "elbo_train", "mmd_weight_train"):
+        assert len(history[key]) == 1 and np.isfinite(history[key]).all(), key
