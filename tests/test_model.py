@@ -239,3 +239,38 @@ def test_conditional_trains_with_partial_labels_and_round_trips(synthetic, tmp_p
     assert loaded.module.mmd_conditional is True
     assert loaded.module.mmd_unlabeled_code == model.module.mmd_unlabeled_code
     assert loaded.get_mmd_loss() == pytest.approx(model.get_mmd_loss())
+
+
+# ---------------------------------------------------------------- reference mapping
+
+
+def test_load_query_data_keeps_mmd_settings_and_reference_sample(scvi_module, tmp_path):
+    from scvi_mmd.data import simulate_batches
+
+    scvi_module.settings.seed = 0
+    adata = simulate_batches(n_cells=300, n_genes=60, n_batches=3, n_cell_types=3, seed=4)
+    is_query = adata.obs["batch"].to_numpy() == "batch_2"
+    reference, query = adata[~is_query].copy(), adata[is_query].copy()
+    SCVIMMD.setup_anndata(reference, batch_key="batch")
+    model = SCVIMMD(reference, mmd_mode="fast", mmd_weight=7.0, mmd_kernel_gamma="median",
+                    mmd_reference_size=50)
+    model.train(**TRAIN_KWARGS)
+    with pytest.raises(ValueError, match="mmd_reference_size"):
+        make_model(reference.copy()).set_reference_sample()
+    assert model.module.reference_mmd(torch.zeros(4, 10), torch.zeros(4, 1)).item() == 0.0
+    model.set_reference_sample()
+    stored = model.module.mmd_reference_z.clone()
+    assert stored.abs().sum() > 0 and int(model.module.mmd_reference_n_batch) == 2
+    model.save(tmp_path / "ref", overwrite=True)
+
+    mapped = SCVIMMD.load_query_data(query, str(tmp_path / "ref"))
+    assert mapped.module.mmd_mode == "fast" and mapped.module.mmd_weight == 7.0
+    assert mapped.module.mmd_kernel_gamma == "median"
+    torch.testing.assert_close(mapped.module.mmd_reference_z, stored)
+    z = torch.randn(8, 10)
+    query_codes = torch.full((8, 1), 2)  # the new batch's code
+    assert mapped.module.reference_mmd(z, query_codes).item() != 0.0
+    assert mapped.module.reference_mmd(z, torch.zeros(8, 1)).item() == 0.0  # reference cells
+    mapped.train(**{**TRAIN_KWARGS, "max_epochs": 2}, plan_kwargs={"weight_decay": 0.0})
+    assert np.isfinite(mapped.history["mmd_loss_train"].to_numpy(dtype=float)).all()
+    assert mapped.history["mmd_loss_train"].to_numpy(dtype=float).max() > 0

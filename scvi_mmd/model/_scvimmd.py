@@ -61,6 +61,10 @@ class SCVIMMD(SCVI):
     mmd_ddp_gather
         With ``devices > 1`` (DDP): gather all processes' latent codes before the MMD, so pairs
         see more cells; ``False`` (default): each process uses its own minibatch.
+    mmd_reference_size
+        Room for a sample of reference latent codes kept with the model (see
+        :meth:`set_reference_sample`), so that a query mapped with :meth:`load_query_data` is
+        pulled towards the reference during query training. ``0``: none.
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -105,6 +109,7 @@ class SCVIMMD(SCVI):
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
         mmd_conditional: bool = False,
         mmd_ddp_gather: bool = False,
+        mmd_reference_size: int = 0,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -136,6 +141,7 @@ class SCVIMMD(SCVI):
             mmd_conditional=mmd_conditional,
             mmd_unlabeled_code=unlabeled_code,
             mmd_ddp_gather=mmd_ddp_gather,
+            mmd_reference_size=mmd_reference_size,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -243,6 +249,44 @@ class SCVIMMD(SCVI):
             return None
         state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
         return int(list(state["categorical_mapping"]).index(unlabeled))
+
+    @torch.inference_mode()
+    def set_reference_sample(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Store the posterior means of a random sample of cells as the reference sample.
+
+        Call it on a trained reference model (built with ``mmd_reference_size > 0``) before
+        saving it. The sample travels with the model; after
+        :meth:`~scvi.model.base.ArchesMixin.load_query_data`, cells of the new (query) batches
+        are pulled towards it by the MMD term during query training, even when no reference
+        cell is in the minibatch.
+
+        Parameters
+        ----------
+        adata
+            Reference AnnData; defaults to the model's.
+        indices
+            Cells to sample from; defaults to all. Drawn with ``scvi.settings.seed``.
+        batch_size
+            Minibatch size for the encoder.
+        """
+        size = self.module.mmd_reference_size
+        if size == 0:
+            raise ValueError(
+                "This model keeps no reference sample: create it with `mmd_reference_size > 0`."
+            )
+        adata = self._validate_anndata(adata)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        rng = np.random.default_rng(settings.seed)
+        chosen = rng.choice(indices, size=size, replace=indices.size < size)
+        latent = self.get_latent_representation(adata, indices=chosen, batch_size=batch_size)
+        buffer = self.module.mmd_reference_z
+        buffer.copy_(torch.as_tensor(latent, dtype=buffer.dtype, device=buffer.device))
+        self.module.mmd_reference_n_batch.fill_(self.summary_stats.n_batch)
 
     @torch.inference_mode()
     def get_mmd_loss(

@@ -137,6 +137,12 @@ class MMDVAE(VAE):
         not with ``mmd_conditional``)
         before computing the MMD, so pairs see ``world_size`` times more cells. ``False``:
         each process computes the MMD on its own minibatch. No effect in a single process.
+    mmd_reference_size
+        Room for a fixed sample of reference latent codes (posterior means), stored with the
+        model by :meth:`~scvi_mmd.SCVIMMD.set_reference_sample`. Once stored, cells of batches
+        added later (a query mapped with ``load_query_data``) are also pulled towards that
+        sample: ``L_mmd`` gains the MMD between the minibatch's query cells and an equal-sized
+        random subset of the sample. ``0``: no sample.
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -153,6 +159,7 @@ class MMDVAE(VAE):
         mmd_conditional: bool = False,
         mmd_unlabeled_code: int | None = None,
         mmd_ddp_gather: bool = False,
+        mmd_reference_size: int = 0,
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
@@ -169,6 +176,17 @@ class MMDVAE(VAE):
         self.mmd_conditional = bool(mmd_conditional)
         self.mmd_unlabeled_code = mmd_unlabeled_code
         self.mmd_ddp_gather = bool(mmd_ddp_gather)
+        if isinstance(mmd_reference_size, bool) or int(mmd_reference_size) != mmd_reference_size \
+                or mmd_reference_size < 0:
+            raise ValueError(
+                f"`mmd_reference_size` must be an integer >= 0, got {mmd_reference_size!r}."
+            )
+        self.mmd_reference_size = int(mmd_reference_size)
+        if self.mmd_reference_size:
+            # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
+            self.register_buffer("mmd_reference_z", torch.zeros(self.mmd_reference_size,
+                                                                self.n_latent))
+            self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
 
     def mmd_gamma(self, z: torch.Tensor) -> float | torch.Tensor:
         """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``."""
@@ -200,6 +218,34 @@ class MMDVAE(VAE):
         """
         if self.n_batch < 2:
             return z.new_zeros(())
+        value = self._batch_mmd(z, batch_index, labels)
+        if self.mmd_reference_size:
+            value = value + self.reference_mmd(z, batch_index)
+        return value
+
+    def reference_mmd(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+        """MMD between the minibatch's query cells and the stored reference sample.
+
+        Query cells are those of batches added after the sample was stored (codes
+        ``>= mmd_reference_n_batch``); 0 when no sample is stored or no query cell is present.
+        """
+        n_reference_batches = self.mmd_reference_n_batch
+        batch_index = batch_index.reshape(-1)
+        n = batch_index.shape[0]
+        pick = torch.randperm(self.mmd_reference_size, device=z.device)[:n]
+        reference = self.mmd_reference_z[pick].to(z.dtype)
+        reference = reference.expand(z.shape[:-2] + reference.shape)
+        # groups: 0 = query cells, 1 = reference sample, 2 = other cells (never paired);
+        # with no stored sample (n_reference_batches = 0) no cell counts as query
+        is_query = (batch_index >= n_reference_batches) & (n_reference_batches > 0)
+        groups = torch.cat([torch.where(is_query, 0, 2),
+                            torch.ones(reference.shape[-2], dtype=torch.long, device=z.device)])
+        block = torch.tensor([0, 0, -1], device=z.device)
+        both = torch.cat([z, reference], dim=-2)
+        return grouped_mmd(both, groups, 3, mode=self.mmd_mode, gamma=self.mmd_gamma(both),
+                           partners="sequential", block=block).mean()
+
+    def _batch_mmd(self, z, batch_index, labels):
         if self.mmd_ddp_gather and _world_size() > 1 and not self.mmd_conditional:
             z, batch_index = _gather_padded(z, batch_index.reshape(-1), pad_code=self.n_batch)
             block = torch.zeros(self.n_batch + 1, dtype=torch.long, device=z.device)
