@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/report.py benchmarks/results/kang      # reads every results.csv below
 
-Prints markdown tables (and writes ``summary.md`` beside the CSVs): one row per method /
+Prints markdown tables (and writes ``summary.md``, ``tradeoff_all.png`` and
+``metrics_vs_weight_all.png`` in the folder): one row per method /
 configuration / mode / weight with the scib-metrics aggregate scores and fit time, then per
 configuration the Spearman rank correlation of the batch-correction score with the weight.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 from scipy.stats import spearmanr
+
+from scvi_mmd.benchmark import plot_metric_curves, plot_tradeoff
 
 SCORES = ["Batch correction", "Bio conservation", "Total"]
 
@@ -76,6 +79,10 @@ def main(argv=None):
             + markdown(summarise(table))
             + "\n\n## The knob\n\n" + markdown(knob(table)) + "\n")
     (folder / "summary.md").write_text(text)
+    plot_tradeoff(table.replace({"config": {"-": None}, "mmd_mode": {"-": None}}),
+                  folder / "tradeoff_all.png")
+    plot_metric_curves(table.replace({"config": {"-": None}, "mmd_mode": {"-": None}}),
+                       folder / "metrics_vs_weight_all.png")
     print(text)
 
 

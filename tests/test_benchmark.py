@@ -27,3 +27,22 @@ def test_sweep_writes_csv_and_plots(tmp_path):
     assert table[["Batch correction", "Bio conservation", "Total"]].notna().all().all()
     for png in ("tradeoff.png", "metrics_vs_weight.png", "umaps.png"):
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_cli_sweep(tmp_path, capsys):
+    from scvi_mmd import cli
+
+    adata = simulate_batches(n_cells=240, n_genes=150, n_batches=2, n_cell_types=3, seed=5)
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    out = tmp_path / "sweep"
+    code = cli.main(["sweep", str(tmp_path / "in.h5ad"), "--batch-key", "batch",
+                     "--labels-key", "cell_type", "--weights", "0,10", "--max-epochs", "2",
+                     "--n-top-genes", "100", "--baselines", "pca", "--accelerator", "cpu",
+                     "-o", str(out)])
+    assert code == 0
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["method"]) == ["Unintegrated PCA", "SCVIMMD", "SCVIMMD"]
+    assert "results.csv" in capsys.readouterr().out
+    assert cli.main(["sweep", str(tmp_path / "in.h5ad"), "--batch-key", "batch",
+                     "--labels-key", "cell_type", "--baselines", "umap", "-o",
+                     str(tmp_path / "other")]) == 2
