@@ -17,6 +17,7 @@ from scvi_mmd.mmd import (
     mmd_linear,
     random_pairs,
     sequential_pairs,
+    squared_distances,
 )
 
 # ---------------------------------------------------------------- slow references (float64)
@@ -80,6 +81,14 @@ def analytic_mmd2(delta, sigma, d, gamma):
 
 
 # ---------------------------------------------------------------- two-sample estimators
+
+
+def test_squared_distances_match_loop():
+    gen = torch.Generator().manual_seed(12)
+    x, y = torch.randn(4, 3, generator=gen) + 100.0, torch.randn(5, 3, generator=gen) + 100.0
+    ref = torch.tensor([[float(((a - b) ** 2).sum()) for b in y] for a in x])
+    torch.testing.assert_close(squared_distances(x, y), ref, rtol=1e-4, atol=1e-4)
+    assert (squared_distances(x, x).diagonal().abs() < 1e-3).all()
 
 
 def test_gaussian_kernel_matches_loop():
