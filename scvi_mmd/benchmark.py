@@ -82,7 +82,11 @@ def fit_scvi(adata, batch_key, key, seed=0, max_epochs=150, accelerator="auto",
 
 def fit_scvimmd(adata, batch_key, key, seed=0, max_epochs=150, accelerator="auto",
                 batch_size=128, **model_kwargs) -> float:
-    """``SCVIMMD`` latent into ``obsm[key]``; returns seconds. ``model_kwargs``: mmd_* etc."""
+    """``SCVIMMD`` latent into ``obsm[key]``; returns seconds.
+
+    ``model_kwargs``: SCVIMMD arguments (mmd_* etc.); a ``setup`` entry holds extra
+    :meth:`~scvi_mmd.SCVIMMD.setup_anndata` arguments (e.g. ``labels_key``).
+    """
     import scvi
 
     from scvi_mmd import SCVIMMD
@@ -90,7 +94,8 @@ def fit_scvimmd(adata, batch_key, key, seed=0, max_epochs=150, accelerator="auto
     start = time.perf_counter()
     scvi.settings.seed = seed
     data = adata.copy()
-    SCVIMMD.setup_anndata(data, batch_key=batch_key)
+    setup = model_kwargs.pop("setup", {})
+    SCVIMMD.setup_anndata(data, batch_key=batch_key, **setup)
     model = SCVIMMD(data, **model_kwargs)
     _train(model, max_epochs, accelerator, batch_size)
     adata.obsm[key] = model.get_latent_representation()
@@ -221,7 +226,7 @@ def run_sweep(
                 for weight in grid:
                     key = f"X_mmd_{name}_{mode}_w{weight:g}_s{seed}"
                     seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
-                                          mmd_mode=mode, mmd_weight=weight, **kwargs)
+                                          mmd_mode=mode, mmd_weight=weight, **dict(kwargs))
                     fits[key] = ("SCVIMMD", name, mode, weight, seconds)
         for key, value in list(fits.items()):
             if len(value) == 4:
