@@ -126,20 +126,22 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) ->
     -------
     Tensor of shape ``(..., m, n)``.
     """
-    if isinstance(gamma, int | float):
+    if isinstance(gamma, int | float):  # gamma folded into the matrix product
         return torch.exp(_neg_scaled_sq_distances(x, y, float(gamma)))
-    neg_sq = _neg_scaled_sq_distances(x, y, 1.0)
-    scales = _as_scales(gamma, x)
+    return _mean_exp(_neg_scaled_sq_distances(x, y, 1.0), gamma)
+
+
+def _mean_exp(neg_sq: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
+    """``exp(gamma * neg_sq)``, averaged over the scales of a multi-scale ``gamma``."""
+    if isinstance(gamma, int | float):
+        return torch.exp(gamma * neg_sq)
+    scales = _as_scales(gamma, neg_sq)
     return sum(torch.exp(neg_sq * _expand_to(g, neg_sq)) for g in scales) / len(scales)
 
 
 def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     """Kernel between rows of ``a`` and ``b`` matched one to one: ``(..., d) -> (...)``."""
-    sq = (a - b).square().sum(-1)
-    if isinstance(gamma, int | float):
-        return torch.exp(-gamma * sq)
-    scales = _as_scales(gamma, sq)
-    return sum(torch.exp(-sq * _expand_to(g, sq)) for g in scales) / len(scales)
+    return _mean_exp(-(a - b).square().sum(-1), gamma)
 
 
 def median_heuristic_gamma(z: torch.Tensor) -> torch.Tensor:
@@ -454,12 +456,7 @@ def grouped_mmd_linear(
     x1, x2, y1, y2 = order[positions.clamp_(max=n - 1)]
     # the four kernel terms of h((x1, y1), (x2, y2)), with signs + + - -, in one gather
     first, second = torch.stack([x1, y1, x1, x2]), torch.stack([x2, y2, y2, y1])
-    sq = (z[..., first, :] - z[..., second, :]).square().sum(-1)
-    if isinstance(gamma, int | float):
-        kernels = torch.exp(-gamma * sq)  # (..., 4, n, P)
-    else:
-        scales = _as_scales(gamma, sq)
-        kernels = sum(torch.exp(-sq * _expand_to(g, sq)) for g in scales) / len(scales)
+    kernels = _paired_kernel(z[..., first, :], z[..., second, :], gamma)  # (..., 4, n, P)
     weight = torch.where(is_pair & (rank < half), 1.0 / half.clamp_min(1).to(z.dtype), 0.0)
     sign = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=z.dtype, device=z.device)
     return (kernels * (sign[:, None, None] * weight)).sum((-1, -2, -3))

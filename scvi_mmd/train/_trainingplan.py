@@ -57,12 +57,12 @@ class MMDTrainingPlan(TrainingPlan):
         self._reset_mmd_sums()
 
     def _reset_mmd_sums(self, mode: str | None = None) -> None:
-        modes = ("train", "validation") if mode is None else (mode,)
+        """Zero the epoch sums of ``mode`` ("train" or "validation"), or of both."""
         if mode is None:
             self._mmd_sums = {}
-        for m in modes:
-            self._mmd_sums[m] = [None, 0]  # sum of mmd * n_cells (a tensor), n_cells
-        if mode in (None, "train"):
+        for m in ("train", "validation") if mode is None else (mode,):
+            self._mmd_sums[m] = [None, 0]  # sum of mmd * n_cells (a device tensor), n_cells
+        if mode != "validation":
             self._weight_sum, self._weight_steps = 0.0, 0
 
     @property
