@@ -62,6 +62,9 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--modes", default="normal")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--weights", default=None,
+                        help="comma-separated mmd_weight grid for every config (default: "
+                             "each config's own grid)")
     parser.add_argument("--baselines", default="pca,scvi,harmony,scanorama")
     parser.add_argument("--out", default=None, help="output folder (default: results/<data>)")
     args = parser.parse_args(argv)
@@ -79,7 +82,9 @@ def main(argv=None):
         add_partial_labels(adata, args.labels_key)
     run_sweep(
         adata, args.batch_key, args.labels_key,
-        weights={c: WEIGHTS[c] for c in configs}, modes=args.modes.split(","),
+        weights={c: ([float(w) for w in args.weights.split(",")] if args.weights
+                     else WEIGHTS[c]) for c in configs},
+        modes=args.modes.split(","),
         seeds=[int(s) for s in args.seeds.split(",")],
         baselines=tuple(b for b in args.baselines.split(",") if b),
         max_epochs=args.max_epochs, configs=configs,

@@ -29,6 +29,13 @@ def load(folder: Path) -> pd.DataFrame:
         raise SystemExit(f"no results.csv under {folder}")
     table = pd.concat(frames, ignore_index=True)
     table = table.fillna({"config": "-", "mmd_mode": "-", "mmd_weight": -1})
+    if "max_epochs" in table and table["max_epochs"].nunique() > 1:
+        # runs with other than the usual number of epochs are separate configurations
+        usual = table["max_epochs"].mode()[0]
+        other = table["max_epochs"] != usual
+        suffix = table["max_epochs"].astype(int).astype(str) + " epochs"
+        table.loc[other, "config"] = [s if c == "-" else f"{c}, {s}" for c, s in
+                                      zip(table.loc[other, "config"], suffix[other], strict=True)]
     # a baseline fitted in several runs with the same seed is the same fit: keep one
     return table.drop_duplicates(subset=["method", "config", "mmd_mode", "mmd_weight", "seed"])
 

@@ -235,7 +235,8 @@ def run_sweep(
         for _, row in table.iterrows():
             method, config, mode, weight, seconds = fits[row["embedding"]]
             rows.append({"method": method, "config": config, "mmd_mode": mode,
-                         "mmd_weight": weight, "seed": seed, "fit_seconds": seconds,
+                         "mmd_weight": weight, "seed": seed, "max_epochs": max_epochs,
+                         "fit_seconds": seconds,
                          **row.to_dict()})
         results = pd.DataFrame(rows)
         results.to_csv(output_dir / "results.csv", index=False)
@@ -252,7 +253,7 @@ def run_sweep(
 def _summary(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds per method / mode / weight."""
     keys = ["method", "config", "mmd_mode", "mmd_weight"]
-    numeric = results.drop(columns=["seed", "embedding"], errors="ignore")
+    numeric = results.drop(columns=["seed", "embedding", "max_epochs"], errors="ignore")
     numeric = numeric.fillna({"config": "-", "mmd_mode": "-", "mmd_weight": -1})
     grouped = numeric.groupby(keys)
     mean, std = grouped.mean(), grouped.std().fillna(0.0)
@@ -278,8 +279,9 @@ def plot_tradeoff(results: pd.DataFrame, path) -> None:
                         row["Bio conservation"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     for _, row in summary[summary["method"] != "SCVIMMD"].iterrows():
+        label = row["method"] if row["config"] == "-" else f"{row['method']} ({row['config']})"
         ax.scatter(row["Batch correction"], row["Bio conservation"], marker="*", s=120,
-                   label=row["method"], zorder=3)
+                   label=label, zorder=3)
     ax.set_xlabel("batch correction (scib-metrics)")
     ax.set_ylabel("bio conservation (scib-metrics)")
     ax.set_title("The knob: mmd_weight moves along the trade-off")

@@ -19,12 +19,14 @@ def test_sweep_writes_csv_and_plots(tmp_path):
     )
     table = pd.read_csv(tmp_path / "results.csv")
     assert len(table) == len(results) == 6  # PCA, SCVI, Harmony, Scanorama, 2 weights
-    for column in ("method", "config", "mmd_mode", "mmd_weight", "seed", "fit_seconds",
+    for column in ("method", "config", "mmd_mode", "mmd_weight", "seed", "max_epochs",
+                   "fit_seconds",
                    "Batch correction", "Bio conservation", "Total", "Silhouette label"):
         assert column in table.columns, column
     assert set(table["method"]) == {"Unintegrated PCA", "SCVI", "Harmony", "Scanorama",
                                     "SCVIMMD"}
     assert table[["Batch correction", "Bio conservation", "Total"]].notna().all().all()
+    assert (table["max_epochs"] == 2).all()
     for png in ("tradeoff.png", "metrics_vs_weight.png", "umaps.png"):
         assert (tmp_path / png).stat().st_size > 0
 
