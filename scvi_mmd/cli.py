@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "0 = all genes (default: 2000)")
     integrate.add_argument("--mmd-weight", type=_weight, default=DEFAULT_WEIGHT,
                            help=f"weight of the MMD term (default: {DEFAULT_WEIGHT:g})")
-    integrate.add_argument("--mmd-mode", choices=["normal", "fast"], default="normal")
+    integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
+                           default="normal")
     integrate.add_argument("--mmd-kernel-gamma", type=_gamma, default="median",
                            help="kernel inverse bandwidth, a number or 'median' (default)")
     integrate.add_argument("--mmd-kernel-scales", type=_scales, default=DEFAULT_SCALES,
@@ -408,8 +409,9 @@ def sweep(args) -> int:
     adata = read_input(args.input)
     check_adata(adata, args.batch_key, args.labels_key, args.layer)
     modes = [m.strip() for m in args.mmd_modes.split(",") if m.strip()]
-    if not modes or any(m not in ("normal", "fast") for m in modes):
-        raise InputError(f"--mmd-modes must list normal and/or fast, got {args.mmd_modes!r}")
+    if not modes or any(m not in ("normal", "unbiased", "fast") for m in modes):
+        raise InputError("--mmd-modes must list normal, unbiased and/or fast, "
+                         f"got {args.mmd_modes!r}")
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = set(baselines) - set(benchmark.BASELINES)
     if unknown:

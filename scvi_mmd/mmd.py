@@ -6,7 +6,8 @@ and imports nothing but :mod:`torch`, so each formula can be checked against the
 Two families of functions:
 
 * two-sample estimators on tensors ``x`` of shape ``(..., m, d)`` and ``y`` of shape
-  ``(..., n, d)``: :func:`mmd_exact` (eq. 5, squared) and :func:`mmd_linear` (Lemma 14);
+  ``(..., n, d)``: :func:`mmd_exact` (eq. 5, squared), :func:`mmd_unbiased` (eq. 3) and
+  :func:`mmd_linear` (Lemma 14);
 * grouped estimators, :func:`grouped_mmd_exact` and :func:`grouped_mmd_linear`, that take one
   tensor ``z`` of shape ``(..., n, d)``, an integer group code per cell (the batch) and a
   pairing of groups (by default :func:`sequential_pairs`: each batch present with the next
@@ -35,6 +36,7 @@ __all__ = [
     "gaussian_kernel",
     "squared_distances",
     "mmd_exact",
+    "mmd_unbiased",
     "mmd_linear",
     "group_counts",
     "median_heuristic_gamma",
@@ -144,17 +146,29 @@ def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.
     return _mean_exp(-(a - b).square().sum(-1), gamma)
 
 
-def median_heuristic_gamma(z: torch.Tensor) -> torch.Tensor:
+def median_heuristic_gamma(
+    z: torch.Tensor, groups: torch.Tensor | None = None, ignore: int | None = None
+) -> torch.Tensor:
     """Inverse bandwidth from the median heuristic, ``gamma = 1 / (2 median ||z_i - z_j||^2)``.
 
     That is ``k = exp(-d^2 / (2 sigma^2))`` with ``sigma`` the median distance (Gretton et al.,
     2012, Sec. 8). The median is taken over the ``n`` pairs ``(i, i + n // 2 mod n)`` of the
     (shuffled) minibatch, so it costs ``O(n d)``; the result is detached (no gradient).
 
+    With ``groups`` (e.g. cell-type labels) the median is taken over pairs of cells *of the same
+    group* only: cells are stably sorted by group and each is paired with the next one of its
+    group (``O(n log n)``), so the bandwidth follows the within-group spread that a
+    class-conditional MMD compares, not the distances between groups. Cells of group
+    ``ignore`` are left out; if no pair remains, the minibatch-wide median is used.
+
     Parameters
     ----------
     z
         Tensor of shape ``(..., n, d)``.
+    groups
+        Optional group code of each cell, shape ``(n,)`` or ``(n, 1)``.
+    ignore
+        Optional group code whose cells form no pair.
 
     Returns
     -------
@@ -163,6 +177,17 @@ def median_heuristic_gamma(z: torch.Tensor) -> torch.Tensor:
     z = z.detach()
     sq = (z - torch.roll(z, z.shape[-2] // 2, dims=-2)).square().sum(-1)
     median = sq.median(dim=-1).values
+    if groups is not None:
+        groups = groups.reshape(-1)
+        order = torch.sort(groups, stable=True).indices
+        z, groups = z[..., order, :], groups[order]
+        same = groups[1:] == groups[:-1]
+        if ignore is not None:
+            same = same & (groups[1:] != ignore)
+        within = (z[..., 1:, :] - z[..., :-1, :]).square().sum(-1)
+        # NaN marks pairs across groups; nanmedian skips them without a host synchronisation
+        within = within.masked_fill(~same, float("nan")).nanmedian(dim=-1).values
+        median = torch.where(within.isnan(), median, within)
     return 0.5 / median.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)
 
 
@@ -195,6 +220,43 @@ def mmd_exact(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch
     """
     k_xx = gaussian_kernel(x, x, gamma).mean((-1, -2))
     k_yy = gaussian_kernel(y, y, gamma).mean((-1, -2))
+    k_xy = gaussian_kernel(x, y, gamma).mean((-1, -2))
+    return k_xx + k_yy - 2.0 * k_xy
+
+
+def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch.Tensor:
+    """Quadratic-time unbiased MMD^2 between two samples (U-statistic).
+
+    Eq. (3) of Gretton et al. (2012)::
+
+        MMD_u^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (n (n - 1))
+                  - 2 mean(K_xy)
+
+    Bias: unbiased (its expectation is the population MMD^2), so it can be negative and has
+    no ``O(1/m + 1/n)`` floor; its gradient has no pull towards small within-sample spread,
+    which matters for small samples (e.g. label-batch groups of a few cells). Cost:
+    ``O((m + n)^2 d)`` time and ``O((m + n)^2)`` memory, as :func:`mmd_exact`.
+
+    Parameters
+    ----------
+    x
+        Tensor of shape ``(..., m, d)``, ``m >= 2``.
+    y
+        Tensor of shape ``(..., n, d)``, ``n >= 2``.
+    gamma
+        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
+        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
+
+    Returns
+    -------
+    Tensor of shape ``(...)``.
+    """
+    m, n = x.shape[-2], y.shape[-2]
+    if m < 2 or n < 2:
+        raise ValueError(f"The unbiased MMD needs >= 2 cells per sample, got {m} and {n}.")
+    # k(x, x) = 1 exactly (the kernel's diagonal distances are exact zeros)
+    k_xx = (gaussian_kernel(x, x, gamma).sum((-1, -2)) - m) / (m * (m - 1))
+    k_yy = (gaussian_kernel(y, y, gamma).sum((-1, -2)) - n) / (n * (n - 1))
     k_xy = gaussian_kernel(x, y, gamma).mean((-1, -2))
     return k_xx + k_yy - 2.0 * k_xy
 
@@ -321,13 +383,17 @@ def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
     return groups
 
 
-def pair_weights(counts: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+def pair_weights(
+    counts: torch.Tensor, partners: torch.Tensor, unbiased: bool = False
+) -> torch.Tensor:
     """Weights ``W`` such that the sum over pairs of exact MMD^2 is ``sum_ij K_ij W[g_i, g_j]``.
 
     For a pair ``(k, l)``, ``MMD^2 = S_kk / c_k^2 + S_ll / c_l^2 - 2 S_kl / (c_k c_l)`` with
     ``S`` the kernel sums between groups and ``c`` the group sizes, so ``W`` holds
     ``(number of pairs of k) / c_k^2`` on its diagonal and ``-1 / (c_k c_l)`` at ``(k, l)`` and
-    ``(l, k)`` for each pair.
+    ``(l, k)`` for each pair. With ``unbiased`` (U-statistic, the caller leaves out ``i = j``)
+    the diagonal holds ``(number of pairs of k) / (c_k (c_k - 1))`` and pairs with a group of
+    fewer than two cells get weight 0.
 
     Parameters
     ----------
@@ -335,13 +401,18 @@ def pair_weights(counts: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
         Cells per group, shape ``(n_groups,)``, floating point.
     partners
         Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
+    unbiased
+        Weights of the U-statistic (:func:`mmd_unbiased`) instead of the V-statistic.
 
     Returns
     -------
     Symmetric tensor of shape ``(n_groups, n_groups)``.
     """
-    is_pair = (partners >= 0).to(counts.dtype)
     second = partners.clamp_min(0)
+    is_pair = (partners >= 0).to(counts.dtype)
+    if unbiased:
+        enough = (counts >= 2).to(counts.dtype)
+        is_pair = is_pair * enough[:, None] * enough[second]
     inv = 1.0 / counts.clamp_min(1.0)
     cross = is_pair * inv[:, None] * inv[second]
     weights = torch.zeros(counts.shape[0], counts.shape[0], dtype=counts.dtype,
@@ -349,7 +420,8 @@ def pair_weights(counts: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
     weights = weights.scatter_add_(1, second, -cross)
     weights = weights + weights.T
     n_pairs = is_pair.sum(1).scatter_add_(0, second.flatten(), is_pair.flatten())
-    return weights + torch.diag(n_pairs * inv * inv)
+    within = inv / (counts - 1.0).clamp_min(1.0) if unbiased else inv * inv
+    return weights + torch.diag(n_pairs * within)
 
 
 def grouped_mmd_exact(
@@ -358,13 +430,16 @@ def grouped_mmd_exact(
     n_groups: int,
     gamma: GammaLike = 1.0,
     partners: torch.Tensor | None = None,
+    unbiased: bool = False,
 ) -> torch.Tensor:
-    """Sum of exact MMD^2 (:func:`mmd_exact`) over pairs of groups of cells.
+    """Sum of exact MMD^2 (:func:`mmd_exact`, or :func:`mmd_unbiased`) over pairs of groups.
 
     The kernel matrix ``K`` of the whole minibatch is built once and the sum over pairs is
-    ``sum_ij K_ij W[g_i, g_j]`` (see :func:`pair_weights`).
+    ``sum_ij K_ij W[g_i, g_j]`` (see :func:`pair_weights`; ``i = j`` left out if
+    ``unbiased``).
 
-    Bias and cost as :func:`mmd_exact`: biased (``>= 0``); ``O(n^2 d)`` time and ``O(n^2)``
+    Bias and cost as :func:`mmd_exact` (biased, ``>= 0``) or :func:`mmd_unbiased` (unbiased;
+    a pair with a group of fewer than two cells adds 0); ``O(n^2 d)`` time and ``O(n^2)``
     memory for ``n`` cells, independent of the number of groups.
 
     Parameters
@@ -381,6 +456,8 @@ def grouped_mmd_exact(
     partners
         Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``. Defaults to
         :func:`sequential_pairs`.
+    unbiased
+        The U-statistic of :func:`mmd_unbiased` instead of the V-statistic.
 
     Returns
     -------
@@ -390,8 +467,10 @@ def grouped_mmd_exact(
     counts = group_counts(groups, n_groups, z.dtype)
     if partners is None:
         partners = sequential_pairs(counts)
-    weights = pair_weights(counts, partners)
+    weights = pair_weights(counts, partners, unbiased)
     cell_weights = weights[groups].index_select(1, groups)  # (n, n): W[g_i, g_j]
+    if unbiased:
+        cell_weights = cell_weights.fill_diagonal_(0.0)
     kernel = gaussian_kernel(z, z, gamma)
     return (kernel * cell_weights).sum((-1, -2))
 
@@ -482,7 +561,8 @@ def grouped_mmd(
     n_groups
         Number of groups.
     mode
-        ``"normal"``: :func:`grouped_mmd_exact`; ``"fast"``: :func:`grouped_mmd_linear`.
+        ``"normal"``: :func:`grouped_mmd_exact`; ``"unbiased"``: the same with
+        ``unbiased=True``; ``"fast"``: :func:`grouped_mmd_linear`.
     gamma
         Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
         or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
@@ -502,11 +582,11 @@ def grouped_mmd(
         groups = _check_grouped_inputs(z, groups)
         counts = group_counts(groups, n_groups, torch.long)
         partners = PAIRINGS[partners](counts, block=block)
-    if mode == "normal":
-        return grouped_mmd_exact(z, groups, n_groups, gamma, partners)
+    if mode in ("normal", "unbiased"):
+        return grouped_mmd_exact(z, groups, n_groups, gamma, partners, mode == "unbiased")
     if mode == "fast":
         return grouped_mmd_linear(z, groups, n_groups, gamma, partners)
-    raise ValueError(f"`mode` must be 'normal' or 'fast', got {mode!r}.")
+    raise ValueError(f"`mode` must be 'normal', 'unbiased' or 'fast', got {mode!r}.")
 
 
 def grouped_mmd_conditional(
@@ -544,7 +624,7 @@ def grouped_mmd_conditional(
     unlabeled
         Code of the unlabeled category, or ``None``.
     mode
-        ``"normal"`` (exact) or ``"fast"`` (linear-time).
+        ``"normal"`` (exact), ``"unbiased"`` (exact U-statistic) or ``"fast"`` (linear-time).
     gamma
         Inverse bandwidth(s) of the Gaussian kernel.
     pairing

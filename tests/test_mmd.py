@@ -12,9 +12,10 @@ from scvi_mmd.mmd import (
     grouped_mmd_conditional,
     grouped_mmd_exact,
     grouped_mmd_linear,
-    mmd_exact,
     median_heuristic_gamma,
+    mmd_exact,
     mmd_linear,
+    mmd_unbiased,
     random_pairs,
     sequential_pairs,
     squared_distances,
@@ -62,12 +63,20 @@ def ref_mmd_linear(x, y, gamma=1.0):
     return total / h
 
 
+def ref_estimator(mode):
+    """The loop reference of a mode; the U-statistic is 0 for a sample of < 2 cells."""
+    if mode == "unbiased":
+        return lambda x, y, gamma: (ref_mmd_unbiased(x, y, gamma)
+                                    if min(len(x), len(y)) >= 2 else 0.0)
+    return ref_mmd_exact if mode == "normal" else ref_mmd_linear
+
+
 def ref_grouped(z, groups, mode, gamma=1.0):
     """Sum over sequential pairs of present groups, one Python loop per pair."""
     groups = [int(g) for g in groups]
     present = sorted(set(groups))
     by_group = {g: [z[i] for i in range(len(groups)) if groups[i] == g] for g in present}
-    estimator = ref_mmd_exact if mode == "normal" else ref_mmd_linear
+    estimator = ref_estimator(mode)
     return sum(
         estimator(by_group[a], by_group[b], gamma)
         for a, b in zip(present[:-1], present[1:], strict=True)
@@ -105,6 +114,8 @@ def test_gaussian_kernel_matches_loop():
         (mmd_exact, ref_mmd_exact, 7, 7, 2, 1.0),
         (mmd_exact, ref_mmd_exact, 5, 9, 3, 0.2),
         (mmd_exact, ref_mmd_exact, 1, 4, 10, 2.0),
+        (mmd_unbiased, ref_mmd_unbiased, 7, 7, 2, 1.0),
+        (mmd_unbiased, ref_mmd_unbiased, 2, 9, 3, 0.2),
         (mmd_linear, ref_mmd_linear, 8, 8, 2, 1.0),
         (mmd_linear, ref_mmd_linear, 7, 12, 3, 0.2),
         (mmd_linear, ref_mmd_linear, 5, 3, 4, 2.0),
@@ -150,11 +161,7 @@ def test_estimators_against_analytic_population_value():
     y[..., 0] += delta
     linear = mmd_linear(x, y, gamma)
     exact = mmd_exact(x, y, gamma)
-    # unbiased U-statistic from the exact one: remove the diagonal k = 1 terms and renormalise
-    k_xx = gaussian_kernel(x, x, gamma).sum((-1, -2))
-    k_yy = gaussian_kernel(y, y, gamma).sum((-1, -2))
-    k_xy = gaussian_kernel(x, y, gamma).mean((-1, -2))
-    unbiased = (k_xx - m) / (m * (m - 1)) + (k_yy - m) / (m * (m - 1)) - 2 * k_xy
+    unbiased = mmd_unbiased(x, y, gamma)
     assert unbiased[0].item() == pytest.approx(ref_mmd_unbiased(x[0], y[0], gamma), abs=1e-10)
     se_linear = linear.std().item() / math.sqrt(draws)
     assert abs(linear.mean().item() - truth) < 4 * se_linear
@@ -183,19 +190,19 @@ def test_sequential_pairs_skip_absent_groups():
     assert sequential_pairs(torch.tensor([0, 4, 0])).flatten().tolist() == [-1, -1, -1]
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_grouped_example_from_the_spec(mode):
     """batches [0, 0, 1, 1, 3, 3] -> MMD(b0, b1) + MMD(b1, b3)."""
     z = torch.randn(6, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     groups = torch.tensor([0, 0, 1, 1, 3, 3])
-    pair_estimator = mmd_exact if mode == "normal" else mmd_linear
+    pair_estimator = {"normal": mmd_exact, "unbiased": mmd_unbiased, "fast": mmd_linear}[mode]
     expected = pair_estimator(z[0:2], z[2:4]) + pair_estimator(z[2:4], z[4:6])
     value = grouped_mmd(z, groups, n_groups=4, mode=mode)
     assert value.item() == pytest.approx(expected.item(), abs=1e-12)
     assert value.item() == pytest.approx(ref_grouped(z, groups, mode), abs=1e-10)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 @pytest.mark.parametrize("seed", range(6))
 def test_grouped_matches_loop_on_random_layouts(mode, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -209,11 +216,34 @@ def test_grouped_matches_loop_on_random_layouts(mode, seed):
     assert value.item() == pytest.approx(expected, abs=1e-10)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_one_group_gives_zero(mode):
     z = torch.randn(10, 4)
     groups = torch.full((10,), 2)
     assert grouped_mmd(z, groups, 3, mode=mode).item() == 0.0
+
+
+def test_unbiased_one_cell_group_contributes_zero_and_small_samples_raise():
+    z = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    groups = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2])  # pairs (0, 1), (1, 2) hold one cell
+    assert grouped_mmd_exact(z, groups, 3, unbiased=True).item() == 0.0
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 3])  # (2, 3) holds one cell: 0
+    expected = mmd_unbiased(z[:4], z[4:7])
+    value = grouped_mmd_exact(z, groups, 4, unbiased=True)
+    assert value.item() == pytest.approx(expected.item(), abs=1e-12)
+    with pytest.raises(ValueError, match=">= 2 cells"):
+        mmd_unbiased(z[:1], z[1:5])
+
+
+def test_unbiased_is_zero_in_expectation_for_same_distribution():
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(400, 8, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(400, 8, 3, generator=gen, dtype=torch.float64)
+    unbiased, biased = mmd_unbiased(x, y), mmd_exact(x, y)
+    assert abs(unbiased.mean().item()) < 4 * unbiased.std().item() / math.sqrt(400)
+    assert (unbiased < 0).any()
+    # the V-statistic on 8 cells sits on its floor (2/8)(1 - E k) instead
+    assert biased.mean().item() > 0.1
 
 
 def test_one_cell_group_in_fast_mode_is_finite_and_contributes_zero():
@@ -228,7 +258,7 @@ def test_one_cell_group_in_fast_mode_is_finite_and_contributes_zero():
     assert torch.isfinite(grouped_mmd_exact(z, groups, 4))
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_sample_dimension(mode):
     gen = torch.Generator().manual_seed(7)
     z = torch.randn(3, 15, 4, generator=gen, dtype=torch.float64)
@@ -239,7 +269,14 @@ def test_sample_dimension(mode):
         assert values[s].item() == pytest.approx(grouped_mmd(z[s], groups, 3, mode=mode).item())
 
 
-@pytest.mark.parametrize("estimator", [grouped_mmd_exact, grouped_mmd_linear])
+def grouped_mmd_unbiased(z, groups, n_groups):
+    return grouped_mmd_exact(z, groups, n_groups, unbiased=True)
+
+
+ESTIMATORS = [grouped_mmd_exact, grouped_mmd_unbiased, grouped_mmd_linear]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_gradient_reaches_z(estimator):
     gen = torch.Generator().manual_seed(8)
     z = (torch.randn(24, 3, generator=gen) * 0.5).requires_grad_()
@@ -249,7 +286,7 @@ def test_gradient_reaches_z(estimator):
     assert z.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("estimator", [grouped_mmd_exact, grouped_mmd_linear])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_gradient_is_finite_for_duplicated_points(estimator):
     z = torch.zeros(8, 3, requires_grad=True)
     estimator(z, torch.arange(8) % 2, 2).backward()
@@ -284,13 +321,13 @@ def test_bad_arguments():
 
 
 def ref_grouped_pairs(z, groups, pairs, mode, gamma=1.0):
-    estimator = ref_mmd_exact if mode == "normal" else ref_mmd_linear
+    estimator = ref_estimator(mode)
     by_group = {g: [z[i] for i in range(len(groups)) if int(groups[i]) == g] for g in set(
         int(g) for g in groups)}
     return sum(estimator(by_group[a], by_group[b], gamma) for a, b in pairs)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_multiscale_kernel_is_mean_over_scales(mode):
     gen = torch.Generator().manual_seed(10)
     z = torch.randn(30, 3, generator=gen, dtype=torch.float64)
@@ -299,6 +336,20 @@ def test_multiscale_kernel_is_mean_over_scales(mode):
     multi = grouped_mmd(z, groups, 3, mode=mode, gamma=torch.tensor(scales, dtype=z.dtype))
     single = [grouped_mmd(z, groups, 3, mode=mode, gamma=g) for g in scales]
     assert multi.item() == pytest.approx(sum(single).item() / 3, abs=1e-12)
+
+
+def test_median_heuristic_gamma_within_groups():
+    z = torch.tensor([[0.0], [10.0], [1.0], [13.0], [3.0], [50.0]])
+    groups = torch.tensor([0, 1, 0, 1, 0, 2])
+    # same-group neighbours after a stable sort: (0, 1), (1, 3) in group 0; (10, 13) in 1:
+    # squared distances 1, 4, 9 -> median 4; group 2 has one cell and no pair
+    assert median_heuristic_gamma(z, groups).item() == pytest.approx(1 / 8)
+    assert median_heuristic_gamma(z, groups[:, None], ignore=1).item() == pytest.approx(1 / 2)
+    # no pair at all: the minibatch-wide median
+    lonely = torch.tensor([0, 1, 2, 3, 4, 5])
+    assert median_heuristic_gamma(z, lonely).item() == median_heuristic_gamma(z).item()
+    zs = torch.stack([z, 2 * z])
+    assert median_heuristic_gamma(zs, groups).tolist() == pytest.approx([1 / 8, 1 / 32])
 
 
 def test_median_heuristic_gamma():
@@ -310,7 +361,7 @@ def test_median_heuristic_gamma():
     assert torch.isfinite(median_heuristic_gamma(torch.zeros(5, 2)))
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_all_pairs_match_loop(mode):
     gen = torch.Generator().manual_seed(11)
     z = torch.randn(30, 2, generator=gen, dtype=torch.float64)
@@ -353,7 +404,7 @@ def ref_conditional(z, batches, labels, mode, unlabeled=None, gamma=1.0):
     return sum(per_label) / max(len(per_label), 1)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 @pytest.mark.parametrize("seed", range(4))
 def test_conditional_matches_per_label_loop(mode, seed):
     gen = torch.Generator().manual_seed(20 + seed)
@@ -383,7 +434,7 @@ def test_conditional_ignores_unlabeled_cells():
     assert base.item() == pytest.approx(ref_grouped(z[10:], batches[10:], "normal"), abs=1e-10)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_conditional_label_in_one_batch_contributes_zero(mode):
     z = torch.randn(20, 2, generator=torch.Generator().manual_seed(31))
     batches = torch.tensor([0] * 10 + [1] * 10)

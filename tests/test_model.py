@@ -8,6 +8,7 @@ import torch
 from conftest import TRAIN_KWARGS
 
 from scvi_mmd import SCVIMMD, MMDTrainingPlan, MMDVAE
+from scvi_mmd.mmd import median_heuristic_gamma
 
 HISTORY_KEYS = ("mmd_loss_train", "mmd_loss_validation", "mmd_weight_train")
 
@@ -17,7 +18,7 @@ def make_model(adata, **kwargs):
     return SCVIMMD(adata, **kwargs)
 
 
-@pytest.mark.parametrize("mode", ["normal", "fast"])
+@pytest.mark.parametrize("mode", ["normal", "unbiased", "fast"])
 def test_train_logs_mmd_history(synthetic, mode):
     model = make_model(synthetic, mmd_mode=mode, mmd_weight=5.0)
     assert isinstance(model.module, MMDVAE)
@@ -27,7 +28,11 @@ def test_train_logs_mmd_history(synthetic, mode):
         assert len(values) == TRAIN_KWARGS["max_epochs"], key
         assert np.isfinite(values).all(), key
     assert (model.history["mmd_weight_train"].to_numpy(dtype=float) == 5.0).all()
-    assert model.history["mmd_loss_train"].to_numpy(dtype=float).max() > 0
+    mmd = model.history["mmd_loss_train"].to_numpy(dtype=float)
+    if mode == "unbiased":  # a U-statistic may be slightly negative
+        assert (mmd != 0).all()
+    else:
+        assert mmd.max() > 0
 
     value = model.get_mmd_loss()
     assert math.isfinite(value)
@@ -222,18 +227,31 @@ def test_conditional_needs_labels(synthetic):
         SCVIMMD.setup_anndata(synthetic, batch_key="batch", unlabeled_category="Unknown")
 
 
-def test_conditional_trains_with_partial_labels_and_round_trips(synthetic, tmp_path):
+@pytest.mark.parametrize(("mode", "gamma"), [("normal", 1.0), ("unbiased", "median")])
+def test_conditional_trains_with_partial_labels_and_round_trips(synthetic, tmp_path, mode,
+                                                                gamma):
     labels = synthetic.obs["labels"].astype(str).to_numpy().copy()
     labels[::2] = "Unknown"
     synthetic.obs["partial"] = labels
     SCVIMMD.setup_anndata(synthetic, batch_key="batch", labels_key="partial",
                           unlabeled_category="Unknown")
-    model = SCVIMMD(synthetic, mmd_conditional=True, mmd_weight=10.0)
+    model = SCVIMMD(synthetic, mmd_conditional=True, mmd_weight=10.0, mmd_mode=mode,
+                    mmd_kernel_gamma=gamma, mmd_kernel_scales=[0.5, 2.0])
     codes = list(model.adata_manager.get_state_registry("labels")["categorical_mapping"])
-    assert model.module.mmd_unlabeled_code == codes.index("Unknown")
+    unknown = codes.index("Unknown")
+    assert model.module.mmd_unlabeled_code == unknown
     model.train(**TRAIN_KWARGS)
     assert np.isfinite(model.history["mmd_loss_train"].to_numpy(dtype=float)).all()
-    assert model.get_mmd_loss() > 0
+    assert np.isfinite(model.get_mmd_loss())
+    if mode == "normal":
+        assert model.get_mmd_loss() > 0
+    else:  # the median bandwidth of the conditional MMD is taken within labels
+        z = torch.randn(40, model.module.n_latent)
+        codes = torch.arange(40)[:, None] % 3
+        expected = median_heuristic_gamma(z, codes, ignore=unknown)[None] * torch.tensor(
+            [0.5, 2.0])
+        torch.testing.assert_close(model.module.mmd_gamma(z, codes), expected)
+        assert not torch.allclose(model.module.mmd_gamma(z, codes), model.module.mmd_gamma(z))
     model.save(tmp_path / "m", overwrite=True)
     loaded = SCVIMMD.load(tmp_path / "m", adata=synthetic)
     assert loaded.module.mmd_conditional is True

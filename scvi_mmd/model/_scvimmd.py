@@ -42,13 +42,15 @@ class SCVIMMD(SCVI):
         Registry of the data module, when ``adata`` is ``None``.
     mmd_mode
         ``"normal"``: exact quadratic-time MMD^2 (biased, ``O(n^2)`` per minibatch of ``n``
-        cells); ``"fast"``: linear-time unbiased estimate (``O(n)``, noisier).
+        cells); ``"unbiased"``: exact quadratic-time U-statistic (unbiased, ``O(n^2)``;
+        recommended with ``mmd_conditional``, whose label-batch groups are small);
+        ``"fast"``: linear-time unbiased estimate (``O(n)``, noisier).
     mmd_weight
         Weight of the MMD term, finite and ``>= 0``.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
         or ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the scale of
-        the latent space).
+        the latent space; with ``mmd_conditional``, over pairs of cells with the same label).
     mmd_kernel_scales
         Optional multipliers of ``gamma`` for a multi-scale kernel (mean over the scales).
     mmd_pairs
@@ -102,7 +104,7 @@ class SCVIMMD(SCVI):
         self,
         adata: AnnData | None = None,
         registry: dict | None = None,
-        mmd_mode: Literal["normal", "fast"] = "normal",
+        mmd_mode: Literal["normal", "unbiased", "fast"] = "normal",
         mmd_weight: float = 1.0,
         mmd_kernel_gamma: float | Literal["median"] = 1.0,
         mmd_kernel_scales: list[float] | None = None,

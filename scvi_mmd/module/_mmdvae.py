@@ -13,7 +13,7 @@ from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 
-MMD_MODES = ("normal", "fast")
+MMD_MODES = ("normal", "unbiased", "fast")
 MMD_LOSS_KEY = "mmd_loss"
 
 
@@ -33,7 +33,7 @@ def validate_mmd_args(
     Parameters
     ----------
     mmd_mode
-        One of ``"normal"`` or ``"fast"``.
+        One of ``"normal"``, ``"unbiased"`` or ``"fast"``.
     mmd_weight
         Finite, ``>= 0``.
     mmd_kernel_gamma
@@ -111,13 +111,16 @@ class MMDVAE(VAE):
         Number of batches; the MMD term needs at least two.
     mmd_mode
         ``"normal"``: exact quadratic-time MMD^2 (biased, eq. 5 of Gretton et al., 2012);
-        ``"fast"``: linear-time estimate (unbiased, Lemma 14).
+        ``"unbiased"``: quadratic-time U-statistic (eq. 3; no ``O(1/n)`` floor, better for the
+        small label-batch groups of the conditional MMD); ``"fast"``: linear-time estimate
+        (unbiased, Lemma 14).
     mmd_weight
         Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
         ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch (detached), which
-        follows the scale of the latent space.
+        follows the scale of the latent space; with ``mmd_conditional`` the median is over
+        pairs of cells with the same label.
     mmd_kernel_scales
         Optional multipliers of ``gamma``: the kernel is then the mean of the Gaussian kernels
         at ``gamma * s`` for each ``s`` (a multi-scale kernel). ``None``: one scale.
@@ -188,11 +191,17 @@ class MMDVAE(VAE):
                                                                 self.n_latent))
             self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
 
-    def mmd_gamma(self, z: torch.Tensor) -> float | torch.Tensor:
-        """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``."""
+    def mmd_gamma(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> float | torch.Tensor:
+        """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``.
+
+        With ``"median"`` and ``labels`` (the conditional MMD), the median is over pairs of
+        cells with the same label (unlabeled cells left out).
+        """
         gamma = self.mmd_kernel_gamma
         if gamma == "median":
-            gamma = median_heuristic_gamma(z)
+            gamma = median_heuristic_gamma(z, labels, ignore=self.mmd_unlabeled_code)
         if self.mmd_kernel_scales is None:
             return gamma
         scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
@@ -265,7 +274,7 @@ class MMDVAE(VAE):
                 max(self.n_labels, 1),
                 unlabeled=self.mmd_unlabeled_code,
                 mode=self.mmd_mode,
-                gamma=self.mmd_gamma(z),
+                gamma=self.mmd_gamma(z, labels),
                 pairing=self.mmd_pairs,
             ).mean()
         partners = None if self.mmd_pairs == "sequential" else self.mmd_pairs
