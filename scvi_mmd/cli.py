@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("input", nargs="?", help="h5ad file with raw counts (omit for the demo)")
     integrate.add_argument("--batch-key", help="obs column with the batch (required with INPUT)")
     integrate.add_argument("--labels-key", help="obs column with cell types (optional)")
+    integrate.add_argument("--label-aware", action="store_true",
+                           help="compare batches within each cell type of --labels-key "
+                           "(label-aware MMD; default mode then 'unbiased')")
+    integrate.add_argument("--unlabeled-category",
+                           help="value of --labels-key marking unlabeled cells (ignored by the "
+                           "label-aware MMD)")
     integrate.add_argument("--layer", help="layer with raw counts (default: X)")
     integrate.add_argument("--n-top-genes", type=int, default=2000,
                            help="highly variable genes to train on, seurat_v3 per batch; "
@@ -98,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--mmd-weight", type=_weight, default=DEFAULT_WEIGHT,
                            help=f"weight of the MMD term (default: {DEFAULT_WEIGHT:g})")
     integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
-                           default="normal")
+                           help="MMD estimator (default: normal; unbiased with --label-aware)")
     integrate.add_argument("--mmd-kernel-gamma", type=_gamma, default="median",
                            help="kernel inverse bandwidth, a number or 'median' (default)")
     integrate.add_argument("--mmd-kernel-scales", type=_scales, default=DEFAULT_SCALES,
@@ -309,6 +315,9 @@ def integrate(args) -> int:
         if args.output is None:
             raise InputError("-o/--output is required with INPUT")
         batch_key, labels_key = args.batch_key, args.labels_key
+    if (args.label_aware or args.unlabeled_category is not None) and labels_key is None:
+        raise InputError("--label-aware and --unlabeled-category need --labels-key")
+    mmd_mode = args.mmd_mode or ("unbiased" if args.label_aware else "normal")
     out = None if args.output is None else _check_output_file(
         args.output, args.overwrite, args.input
     )
@@ -326,10 +335,13 @@ def integrate(args) -> int:
 
     scvi.settings.seed = args.seed
     work = _hvg_subset(adata, args.n_top_genes, batch_key, args.layer)
-    SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer)
+    labels = {"labels_key": labels_key, "unlabeled_category": args.unlabeled_category}
+    SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer,
+                          **(labels if args.label_aware else {}))
     model = SCVIMMD(
         work,
-        mmd_mode=args.mmd_mode,
+        mmd_mode=mmd_mode,
+        mmd_conditional=args.label_aware,
         mmd_weight=args.mmd_weight,
         mmd_kernel_gamma=args.mmd_kernel_gamma,
         mmd_kernel_scales=args.mmd_kernel_scales,
@@ -354,7 +366,9 @@ def integrate(args) -> int:
         result = adata  # a fresh read of INPUT (or the demo data): write a copy with the latent
         result.obsm[LATENT_KEY] = latent.astype(np.float32)
         result.uns["scvi_mmd"] = {
-            "mmd_mode": args.mmd_mode,
+            "mmd_mode": mmd_mode,
+            "mmd_conditional": bool(args.label_aware),
+            "labels_key": str(labels_key) if args.label_aware else "",
             "mmd_weight": args.mmd_weight,
             "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
             "mmd_kernel_scales": str(args.mmd_kernel_scales),

@@ -63,6 +63,28 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert model.module.mmd_kernel_gamma == "median"
 
 
+def test_integrate_label_aware_with_partial_labels(tmp_path, capsys):
+    adata = simulate_batches(n_cells=240, n_genes=120, n_batches=2, n_cell_types=3, seed=3)
+    labels = adata.obs["cell_type"].astype(str).to_numpy().copy()
+    labels[::3] = "unknown"
+    adata.obs["partial"] = labels
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    out, model_dir = tmp_path / "out.h5ad", tmp_path / "model"
+    code = cli.main(["integrate", str(tmp_path / "in.h5ad"), "--batch-key", "batch",
+                     "--labels-key", "partial", "--label-aware", "--unlabeled-category",
+                     "unknown", *FAST, "-o", str(out), "--model-dir", str(model_dir)])
+    assert code == 0, capsys.readouterr().err
+    result = anndata.read_h5ad(out)
+    assert result.uns["scvi_mmd"]["mmd_conditional"]
+    assert result.uns["scvi_mmd"]["mmd_mode"] == "unbiased"
+    assert result.uns["scvi_mmd"]["labels_key"] == "partial"
+    model = SCVIMMD.load(str(model_dir))
+    assert model.module.mmd_conditional and model.module.mmd_mode == "unbiased"
+    mapping = list(model.registry_["field_registries"]["labels"]["state_registry"][
+        "categorical_mapping"])
+    assert model.module.mmd_unlabeled_code == mapping.index("unknown")
+
+
 def test_demo_runs_without_input(tmp_path, capsys):
     code = cli.main(["integrate", "--max-epochs", "2", "-o", str(tmp_path / "demo.h5ad")])
     assert code == 0
@@ -92,6 +114,7 @@ def test_existing_output_needs_overwrite(h5ad, tmp_path, capsys):
         (["{input}", "--batch-key", "batch", "--layer", "nope"], "layer 'nope'"),
         (["{input}", "--batch-key", "batch", "--labels-key", "nope"], "labels key"),
         (["{input}"], "--batch-key is required"),
+        (["{input}", "--batch-key", "batch", "--label-aware"], "need --labels-key"),
     ],
 )
 def test_bad_input_gives_one_line(h5ad, tmp_path, capsys, args, message):
