@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--labels-key", help="obs column with cell types (optional)")
     integrate.add_argument("--label-aware", action="store_true",
                            help="compare batches within each cell type of --labels-key "
-                           "(label-aware MMD; default mode then 'unbiased')")
+                           "(label-aware MMD)")
     integrate.add_argument("--unlabeled-category",
                            help="value of --labels-key marking unlabeled cells (ignored by the "
                            "label-aware MMD)")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--mmd-weight", type=_weight, default=DEFAULT_WEIGHT,
                            help=f"weight of the MMD term (default: {DEFAULT_WEIGHT:g})")
     integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
-                           help="MMD estimator (default: normal; unbiased with --label-aware)")
+                           default="normal", help="MMD estimator (default: normal)")
     integrate.add_argument("--mmd-kernel-gamma", type=_gamma, default="median",
                            help="kernel inverse bandwidth, a number or 'median' (default)")
     integrate.add_argument("--mmd-kernel-scales", type=_scales, default=DEFAULT_SCALES,
@@ -317,7 +317,7 @@ def integrate(args) -> int:
         batch_key, labels_key = args.batch_key, args.labels_key
     if (args.label_aware or args.unlabeled_category is not None) and labels_key is None:
         raise InputError("--label-aware and --unlabeled-category need --labels-key")
-    mmd_mode = args.mmd_mode or ("unbiased" if args.label_aware else "normal")
+    mmd_mode = args.mmd_mode
     out = None if args.output is None else _check_output_file(
         args.output, args.overwrite, args.input
     )

@@ -72,7 +72,8 @@ def test_integrate_label_aware_with_partial_labels(tmp_path, capsys):
     out, model_dir = tmp_path / "out.h5ad", tmp_path / "model"
     code = cli.main(["integrate", str(tmp_path / "in.h5ad"), "--batch-key", "batch",
                      "--labels-key", "partial", "--label-aware", "--unlabeled-category",
-                     "unknown", *FAST, "-o", str(out), "--model-dir", str(model_dir)])
+                     "unknown", "--mmd-mode", "unbiased", *FAST, "-o", str(out),
+                     "--model-dir", str(model_dir)])
     assert code == 0, capsys.readouterr().err
     result = anndata.read_h5ad(out)
     assert result.uns["scvi_mmd"]["mmd_conditional"]
