@@ -315,9 +315,10 @@ def integrate(args) -> int:
         if args.output is None:
             raise InputError("-o/--output is required with INPUT")
         batch_key, labels_key = args.batch_key, args.labels_key
-    if (args.label_aware or args.unlabeled_category is not None) and labels_key is None:
-        raise InputError("--label-aware and --unlabeled-category need --labels-key")
-    mmd_mode = args.mmd_mode
+    if args.label_aware and labels_key is None:
+        raise InputError("--label-aware needs --labels-key")
+    if args.unlabeled_category is not None and not args.label_aware:
+        raise InputError("--unlabeled-category applies only with --label-aware")
     out = None if args.output is None else _check_output_file(
         args.output, args.overwrite, args.input
     )
@@ -335,12 +336,12 @@ def integrate(args) -> int:
 
     scvi.settings.seed = args.seed
     work = _hvg_subset(adata, args.n_top_genes, batch_key, args.layer)
-    labels = {"labels_key": labels_key, "unlabeled_category": args.unlabeled_category}
     SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer,
-                          **(labels if args.label_aware else {}))
+                          labels_key=labels_key if args.label_aware else None,
+                          unlabeled_category=args.unlabeled_category)
     model = SCVIMMD(
         work,
-        mmd_mode=mmd_mode,
+        mmd_mode=args.mmd_mode,
         mmd_conditional=args.label_aware,
         mmd_weight=args.mmd_weight,
         mmd_kernel_gamma=args.mmd_kernel_gamma,
@@ -366,7 +367,7 @@ def integrate(args) -> int:
         result = adata  # a fresh read of INPUT (or the demo data): write a copy with the latent
         result.obsm[LATENT_KEY] = latent.astype(np.float32)
         result.uns["scvi_mmd"] = {
-            "mmd_mode": mmd_mode,
+            "mmd_mode": args.mmd_mode,
             "mmd_conditional": bool(args.label_aware),
             "labels_key": str(labels_key) if args.label_aware else "",
             "mmd_weight": args.mmd_weight,

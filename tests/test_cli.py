@@ -115,7 +115,9 @@ def test_existing_output_needs_overwrite(h5ad, tmp_path, capsys):
         (["{input}", "--batch-key", "batch", "--layer", "nope"], "layer 'nope'"),
         (["{input}", "--batch-key", "batch", "--labels-key", "nope"], "labels key"),
         (["{input}"], "--batch-key is required"),
-        (["{input}", "--batch-key", "batch", "--label-aware"], "need --labels-key"),
+        (["{input}", "--batch-key", "batch", "--label-aware"], "needs --labels-key"),
+        (["{input}", "--batch-key", "batch", "--labels-key", "cell_type",
+          "--unlabeled-category", "x"], "only with --label-aware"),
     ],
 )
 def test_bad_input_gives_one_line(h5ad, tmp_path, capsys, args, message):

@@ -179,6 +179,10 @@ def test_fast_mode_with_one_cell_batch_trains(scvi_module):
         ({"mmd_kernel_scales": []}, "mmd_kernel_scales"),
         ({"mmd_kernel_scales": [1.0, -1.0]}, "mmd_kernel_scales"),
         ({"mmd_pairs": "nearest"}, "mmd_pairs"),
+        ({"mmd_reference_size": -1}, "mmd_reference_size"),
+        ({"mmd_reference_size": 2.5}, "mmd_reference_size"),
+        ({"mmd_reference_size": True}, "mmd_reference_size"),
+        ({"mmd_reference_size": float("nan")}, "mmd_reference_size"),
     ],
 )
 def test_bad_arguments_raise_at_construction(synthetic, kwargs, match):

@@ -122,7 +122,8 @@ class SCVIMMD(SCVI):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
+        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
+                          mmd_reference_size)
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata,

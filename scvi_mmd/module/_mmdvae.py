@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from scvi import REGISTRY_KEYS
@@ -27,6 +28,7 @@ def validate_mmd_args(
     mmd_kernel_gamma: float | str,
     mmd_kernel_scales=None,
     mmd_pairs: str = "sequential",
+    mmd_reference_size: int = 0,
 ) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
@@ -42,6 +44,8 @@ def validate_mmd_args(
         ``None`` or a non-empty sequence of finite numbers ``> 0``.
     mmd_pairs
         One of ``"sequential"``, ``"random"``, ``"all"``.
+    mmd_reference_size
+        An integer ``>= 0``.
     """
     if mmd_pairs not in PAIRINGS:
         raise ValueError(f"`mmd_pairs` must be one of {tuple(PAIRINGS)}, got {mmd_pairs!r}.")
@@ -54,6 +58,12 @@ def validate_mmd_args(
                 "`mmd_kernel_scales` must be None or a non-empty list of finite numbers > 0, "
                 f"got {mmd_kernel_scales!r}."
             )
+    size = mmd_reference_size
+    if (isinstance(size, bool) or not isinstance(size, numbers.Real) or not math.isfinite(size)
+            or size != int(size) or size < 0):
+        raise ValueError(
+            f"`mmd_reference_size` must be an integer >= 0, got {mmd_reference_size!r}."
+        )
     if mmd_mode not in MMD_MODES:
         raise ValueError(f"`mmd_mode` must be one of {MMD_MODES}, got {mmd_mode!r}.")
     if not _is_number(mmd_weight):
@@ -165,7 +175,8 @@ class MMDVAE(VAE):
         mmd_reference_size: int = 0,
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs)
+        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
+                          mmd_reference_size)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
         self.mmd_weight = float(mmd_weight)
@@ -179,11 +190,6 @@ class MMDVAE(VAE):
         self.mmd_conditional = bool(mmd_conditional)
         self.mmd_unlabeled_code = mmd_unlabeled_code
         self.mmd_ddp_gather = bool(mmd_ddp_gather)
-        if isinstance(mmd_reference_size, bool) or int(mmd_reference_size) != mmd_reference_size \
-                or mmd_reference_size < 0:
-            raise ValueError(
-                f"`mmd_reference_size` must be an integer >= 0, got {mmd_reference_size!r}."
-            )
         self.mmd_reference_size = int(mmd_reference_size)
         if self.mmd_reference_size:
             # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
