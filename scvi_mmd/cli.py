@@ -74,6 +74,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _minibatch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be >= 2 (batch normalisation needs two cells per minibatch): {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scvi-mmd",
@@ -116,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--max-epochs", type=_positive_int, default=None,
                            help="training epochs (default: scvi-tools' heuristic; "
                            f"{DEMO_EPOCHS} for the demo)")
-    integrate.add_argument("--batch-size", type=_positive_int, default=128)
+    integrate.add_argument("--batch-size", type=_minibatch_size, default=128)
     integrate.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     integrate.add_argument("--seed", type=int, default=0)
     integrate.add_argument("-o", "--output", help="output h5ad (required with INPUT)")
@@ -199,10 +207,9 @@ def read_input(path: str):
 
 
 def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None) -> None:
-    """Keys present, at least two batches, raw counts in the chosen layer."""
-    import numpy as np
-    import scipy.sparse as sp
-
+    """Cells and genes present, keys present, at least two batches, raw counts (all checked)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"input has {adata.n_obs} cells x {adata.n_vars} genes: nothing to do")
     if batch_key not in adata.obs:
         raise InputError(
             f"batch key {batch_key!r} not in obs (columns: {', '.join(map(str, adata.obs))})"
@@ -214,19 +221,20 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
         raise InputError(f"labels key {labels_key!r} not in obs")
     if layer is not None and layer not in adata.layers:
         raise InputError(f"layer {layer!r} not in layers ({', '.join(adata.layers) or 'none'})")
-    matrix = adata.X if layer is None else adata.layers[layer]
-    where = "X" if layer is None else f"layer {layer!r}"
-    if matrix is None:
-        raise InputError(f"{where} is empty")
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
-    values = np.asarray(values[:1_000_000])
-    if values.size and (
-        not np.isfinite(values).all() or (values < 0).any() or (values % 1 != 0).any()
-    ):
-        raise InputError(
-            f"{where} does not hold raw counts (non-integer, negative or NaN values): "
-            "pass --layer with the counts"
-        )
+    from scvi_mmd.model._validation import check_counts
+
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_counts(adata, layer)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    if caught:  # non-integer values: normalised data passed by mistake
+        where = "X" if layer is None else f"layer {layer!r}"
+        raise InputError(f"{where} does not hold raw counts (non-integer values): "
+                         "pass --layer with the counts")
 
 
 # ------------------------------------------------------------------ integrate
@@ -336,18 +344,21 @@ def integrate(args) -> int:
 
     scvi.settings.seed = args.seed
     work = _hvg_subset(adata, args.n_top_genes, batch_key, args.layer)
-    SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer,
-                          labels_key=labels_key if args.label_aware else None,
-                          unlabeled_category=args.unlabeled_category)
-    model = SCVIMMD(
-        work,
-        mmd_mode=args.mmd_mode,
-        mmd_conditional=args.label_aware,
-        mmd_weight=args.mmd_weight,
-        mmd_kernel_gamma=args.mmd_kernel_gamma,
-        mmd_kernel_scales=args.mmd_kernel_scales,
-        mmd_pairs=args.mmd_pairs,
-    )
+    try:  # the library's own checks of the data and settings, as one-line errors
+        SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer,
+                              labels_key=labels_key if args.label_aware else None,
+                              unlabeled_category=args.unlabeled_category)
+        model = SCVIMMD(
+            work,
+            mmd_mode=args.mmd_mode,
+            mmd_conditional=args.label_aware,
+            mmd_weight=args.mmd_weight,
+            mmd_kernel_gamma=args.mmd_kernel_gamma,
+            mmd_kernel_scales=args.mmd_kernel_scales,
+            mmd_pairs=args.mmd_pairs,
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
     max_epochs = args.max_epochs or (DEMO_EPOCHS if demo else None)
     model.train(
         max_epochs=max_epochs,

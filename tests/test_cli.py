@@ -21,6 +21,9 @@ def h5ad(tmp_path):
     adata.obs["one_batch"] = "a"
     adata.layers["lognorm"] = adata.X.copy()
     adata.layers["lognorm"].data = np.log1p(adata.layers["lognorm"].data) + 0.5
+    for name, value in (("nan", np.nan), ("negative", -2.0)):
+        adata.layers[name] = adata.X.copy()
+        adata.layers[name].data[7] = value
     path = tmp_path / "input.h5ad"
     adata.write_h5ad(path)
     return path
@@ -113,6 +116,9 @@ def test_existing_output_needs_overwrite(h5ad, tmp_path, capsys):
         (["{input}", "--batch-key", "one_batch"], "1 batch"),
         (["{input}", "--batch-key", "batch", "--layer", "lognorm"], "raw counts"),
         (["{input}", "--batch-key", "batch", "--layer", "nope"], "layer 'nope'"),
+        (["{input}", "--batch-key", "batch", "--layer", "nan"], "1 NaN or infinite"),
+        (["{input}", "--batch-key", "batch", "--layer", "negative"], "1 negative"),
+        (["{empty}", "--batch-key", "batch"], "0 cells"),
         (["{input}", "--batch-key", "batch", "--labels-key", "nope"], "labels key"),
         (["{input}"], "--batch-key is required"),
         (["{input}", "--batch-key", "batch", "--label-aware"], "needs --labels-key"),
@@ -123,7 +129,9 @@ def test_existing_output_needs_overwrite(h5ad, tmp_path, capsys):
 def test_bad_input_gives_one_line(h5ad, tmp_path, capsys, args, message):
     text = tmp_path / "notes.h5ad"
     text.write_text("not an h5ad")
-    names = {"missing": tmp_path / "missing.h5ad", "text": text, "input": h5ad}
+    empty = tmp_path / "empty.h5ad"
+    anndata.read_h5ad(h5ad)[:0].copy().write_h5ad(empty)
+    names = {"missing": tmp_path / "missing.h5ad", "text": text, "input": h5ad, "empty": empty}
     argv = ["integrate", *[a.format(**names) for a in args], "-o", str(tmp_path / "o.h5ad")]
     before = digest(h5ad)
     assert message in run_error(capsys, argv)
@@ -142,7 +150,8 @@ def test_bad_output_paths(h5ad, tmp_path, capsys, monkeypatch):
 
 def test_bad_numbers_are_argparse_errors(h5ad, capsys):
     for flag, value in (("--mmd-weight", "-1"), ("--mmd-weight", "nan"),
-                        ("--max-epochs", "0"), ("--mmd-kernel-gamma", "0")):
+                        ("--max-epochs", "0"), ("--mmd-kernel-gamma", "0"),
+                        ("--batch-size", "1")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["integrate", str(h5ad), "--batch-key", "batch", flag, value, "-o", "x.h5ad"])
         assert exit_info.value.code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,12 @@ import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
+from scvi_mmd.model._validation import (
+    check_counts,
+    check_minibatch_size,
+    check_not_empty,
+    check_saved_model,
+)
 from scvi_mmd.module import MMDVAE
 from scvi_mmd.module._mmdvae import validate_mmd_args
 from scvi_mmd.train import MMDTrainingPlan
@@ -196,6 +203,13 @@ class SCVIMMD(SCVI):
             As in :meth:`scvi.model.SCVI.setup_anndata`.
         **kwargs
             Keyword arguments for :meth:`~scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        ValueError
+            If the AnnData has no cell or no gene, or the counts hold NaN, infinite or negative
+            values (the message names a few offending cells and genes). Non-integer counts
+            warn, as in scvi-tools (which checks a sample of entries; this checks all).
         """
         from scvi.data import AnnDataManager
         from scvi.data._utils import _get_adata_minify_type
@@ -210,6 +224,10 @@ class SCVIMMD(SCVI):
 
         if unlabeled_category is not None and labels_key is None:
             raise ValueError("`unlabeled_category` needs `labels_key`.")
+        check_not_empty(adata)
+        if layer is not None and layer not in adata.layers:
+            raise ValueError(f"Layer {layer!r} is not in adata.layers ({list(adata.layers)}).")
+        check_counts(adata, layer)
         setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key)
@@ -230,8 +248,105 @@ class SCVIMMD(SCVI):
         if adata_minify_type is not None:
             anndata_fields += cls._get_fields_for_adata_minification(adata_minify_type)
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with warnings.catch_warnings():
+            # check_counts has checked every entry; scvi-tools' sampled check would repeat it
+            warnings.filterwarnings("ignore", message=".*does not contain unnormalized count")
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix=None, **kwargs):
+        """Load a saved model, as :meth:`scvi.model.base.BaseModelClass.load`.
+
+        A truncated or corrupt ``model.pt`` gives a :class:`ValueError` that names the file,
+        before torch tries to read it.
+        """
+        check_saved_model(dir_path, prefix)
+        return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args,
+                        **kwargs):
+        """Map query data onto a reference, as :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        A saved reference model is checked as in :meth:`load`, and the query's counts as in
+        :meth:`setup_anndata`, before any training.
+        """
+        if isinstance(reference_model, str | os.PathLike):
+            check_saved_model(str(reference_model), kwargs.get("prefix"))
+        if adata is not None:
+            check_not_empty(adata)
+        model = super().load_query_data(adata, reference_model, *args, **kwargs)
+        if adata is not None:
+            check_counts(adata, model.registry_["setup_args"].get("layer"))
+        return model
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 128,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        datasplitter_kwargs: dict | None = None,
+        datamodule=None,
+        **kwargs,
+    ):
+        """Train the model, as :meth:`scvi.model.SCVI.train`.
+
+        Before training, ``batch_size`` is checked: an integer ``< 2`` is a
+        :class:`ValueError` (batch normalisation needs two cells); if the training set would
+        leave a single cell in its last minibatch, that minibatch is dropped each epoch (a
+        different cell each time) instead of failing in torch.
+
+        Parameters
+        ----------
+        max_epochs, batch_size, train_size, validation_size, datasplitter_kwargs, datamodule
+            As in :meth:`scvi.model.SCVI.train`.
+        **kwargs
+            Other keyword arguments of :meth:`scvi.model.SCVI.train` (``plan_kwargs`` takes
+            ``n_epochs_mmd_warmup`` / ``n_steps_mmd_warmup`` of
+            :class:`~scvi_mmd.train.MMDTrainingPlan`).
+        """
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        if (datamodule is None and self.adata is not None
+                and "external_indexing" not in datasplitter_kwargs):
+            n_train = self._n_train_cells(train_size, validation_size, batch_size,
+                                          datasplitter_kwargs.get("drop_last", False))
+            if check_minibatch_size(n_train, batch_size) and not datasplitter_kwargs.get(
+                "drop_last"
+            ):
+                logger.info("The last training minibatch would hold one cell: it is dropped.")
+                datasplitter_kwargs["drop_last"] = True
+        return super().train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_size=train_size,
+            validation_size=validation_size,
+            datasplitter_kwargs=datasplitter_kwargs,
+            datamodule=datamodule,
+            **kwargs,
+        )
+
+    def _n_train_cells(self, train_size, validation_size, batch_size, drop_last) -> int:
+        """Size of the training set, as scvi-tools' data splitter will compute it."""
+        from scvi.dataloaders._data_splitting import validate_data_split
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
+            batch_size < 2
+        ):
+            check_minibatch_size(self.adata.n_obs, batch_size)  # raises the ValueError
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the data splitter repeats its own warnings
+            n_train, _ = validate_data_split(
+                self.adata.n_obs,
+                0.9 if train_size is None else float(train_size),
+                validation_size,
+                batch_size,
+                drop_last,
+                train_size is None,
+            )
+        return n_train
 
     def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
         """Labels must be registered for the conditional MMD; return the unlabeled code."""
