@@ -5,13 +5,16 @@ Usage::
     python benchmarks/speed.py                      # 10k cells x 2k genes, CPU or GPU
     python benchmarks/speed.py --n-cells 2000 --rounds 2 --quick   # a smoke run
 
-Part 1 times training epochs of ``scvi.model.SCVI`` and ``SCVIMMD`` (``mmd_mode`` "normal"
-and "fast") on the same synthetic counts, interleaved round by round (SCVI, normal, fast,
-SCVI, ...) so that drifts of the machine hit every method alike, at minibatch sizes 128 and
-2048 with 2 and 32 batches. It prints the median epoch time of each and the ratio to SCVI.
+Part 1 times training epochs of ``scvi.model.SCVI`` and ``SCVIMMD`` configurations
+(``--configs``, see ``CONFIGS``: gamma = 1 and the recommended median multi-scale kernel, exact
+and fast, and the loss-conditional model trained over a weight range) on the same synthetic
+counts, interleaved round by round (SCVI, config 1, config 2, ..., SCVI, ...) so that drifts
+of the machine hit every method alike. It prints the median epoch time of each and the ratio
+to SCVI.
 
-Part 2 times the grouped MMD function alone (forward + backward) for n = 128 .. 8192 cells
-and reports the memory it keeps for the backward pass (and the peak GPU memory on CUDA).
+Part 2 times the grouped MMD function alone (forward + backward) for n = 128 .. 8192 cells,
+with both kernels, and reports the memory it keeps for the backward pass (and the peak GPU
+memory on CUDA).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 
 import scvi
 from scvi_mmd import SCVIMMD
-from scvi_mmd.mmd import grouped_mmd
+from scvi_mmd.mmd import grouped_mmd, median_heuristic_gamma
 
 
 class EpochTimer(pl.Callback):
@@ -64,14 +67,25 @@ def synthetic_counts(n_cells: int, n_genes: int, n_batches: int, seed: int = 0) 
     return adata
 
 
-def time_epochs(n_cells, n_genes, n_batches, batch_size, rounds, accelerator):
+RECOMMENDED = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
+CONFIGS = {
+    "normal": {"mmd_mode": "normal", "mmd_weight": 1.0},
+    "fast": {"mmd_mode": "fast", "mmd_weight": 1.0},
+    "normal_rec": {"mmd_mode": "normal", "mmd_weight": 10.0, **RECOMMENDED},
+    "fast_rec": {"mmd_mode": "fast", "mmd_weight": 10.0, **RECOMMENDED},
+    "conditional_rec": {"mmd_mode": "normal", "mmd_weight": (0.1, 1000.0), **RECOMMENDED},
+}
+KERNELS = {"gamma1": {"gamma": 1.0}, "median5": {"gamma": "median", "scales": [0.25, 0.5, 1, 2, 4]}}
+
+
+def time_epochs(n_cells, n_genes, n_batches, batch_size, rounds, accelerator, configs):
     adata = synthetic_counts(n_cells, n_genes, n_batches)
     scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
     models = {"SCVI": scvi.model.SCVI(adata)}
-    for mode in ("normal", "fast"):
+    for name in configs:
         data = adata.copy()
         SCVIMMD.setup_anndata(data, batch_key="batch")
-        models[mode] = SCVIMMD(data, mmd_mode=mode, mmd_weight=1.0)
+        models[name] = SCVIMMD(data, **CONFIGS[name])
     timers = {name: EpochTimer() for name in models}
     train_kwargs = {
         "max_epochs": 1,
@@ -104,13 +118,23 @@ def saved_bytes(fn) -> int:
     return out, total
 
 
-def time_function(n, n_batches, mode, device, repeats, d=10):
+def time_function(n, n_batches, mode, device, repeats, kernel="gamma1", d=10):
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(n, d, generator=gen).to(device).requires_grad_()
     groups = torch.randint(0, n_batches, (n,), generator=gen).to(device)
+    spec = KERNELS[kernel]
+
+    def mmd():  # as MMDVAE.mmd_loss does it: the bandwidth is recomputed at every step
+        gamma = spec["gamma"]
+        if gamma == "median":
+            gamma = median_heuristic_gamma(z)
+        if spec.get("scales"):
+            gamma = gamma[..., None] * torch.tensor(spec["scales"], dtype=z.dtype,
+                                                    device=z.device)
+        return grouped_mmd(z, groups, n_batches, mode=mode, gamma=gamma)
 
     def step():
-        out = grouped_mmd(z, groups, n_batches, mode=mode)
+        out = mmd()
         out.backward()
         return out
 
@@ -125,7 +149,7 @@ def time_function(n, n_batches, mode, device, repeats, d=10):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    _, saved = saved_bytes(lambda: grouped_mmd(z, groups, n_batches, mode=mode))
+    _, saved = saved_bytes(mmd)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
     return statistics.median(times), saved / 2**20, peak
 
@@ -137,8 +161,10 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs per method")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 2048])
     parser.add_argument("--n-batches", type=int, nargs="+", default=[2, 32])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                        help="SCVIMMD configurations timed against SCVI")
     parser.add_argument("--function-sizes", type=int, nargs="+",
-                        default=[128, 512, 2048, 8192])
+                        default=[128, 512, 2048, 4096, 8192])
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--out", default=None, help="CSV prefix for the two tables")
     parser.add_argument("--quick", action="store_true", help="skip the function benchmark")
@@ -155,16 +181,10 @@ def main(argv=None):
     for n_batches in args.n_batches:
         for batch_size in args.batch_sizes:
             med = time_epochs(args.n_cells, args.n_genes, n_batches, batch_size, args.rounds,
-                              args.accelerator)
-            row = {
-                "n_batches": n_batches,
-                "batch_size": batch_size,
-                "scvi_s": med["SCVI"],
-                "normal_s": med["normal"],
-                "fast_s": med["fast"],
-                "ratio_normal": med["normal"] / med["SCVI"],
-                "ratio_fast": med["fast"] / med["SCVI"],
-            }
+                              args.accelerator, args.configs)
+            row = {"n_batches": n_batches, "batch_size": batch_size, "scvi_s": med["SCVI"]}
+            row.update({f"{name}_s": med[name] for name in args.configs})
+            row.update({f"ratio_{name}": med[name] / med["SCVI"] for name in args.configs})
             rows.append(row)
             print(pd.DataFrame([row]).to_string(index=False, float_format="%.3f"), flush=True)
     epochs = pd.DataFrame(rows)
@@ -176,12 +196,14 @@ def main(argv=None):
         for n_batches in args.n_batches:
             for n in args.function_sizes:
                 for mode in ("normal", "fast"):
-                    seconds, saved_mb, peak_mb = time_function(
-                        n, n_batches, mode, device, repeats=5 if n <= 2048 else 2
-                    )
-                    rows.append({"n_batches": n_batches, "n": n, "mode": mode,
-                                 "ms_fwd_bwd": 1e3 * seconds, "saved_mb": saved_mb,
-                                 "peak_gpu_mb": peak_mb})
+                    for kernel in KERNELS:
+                        seconds, saved_mb, peak_mb = time_function(
+                            n, n_batches, mode, device, repeats=5 if n <= 2048 else 2,
+                            kernel=kernel,
+                        )
+                        rows.append({"n_batches": n_batches, "n": n, "mode": mode,
+                                     "kernel": kernel, "ms_fwd_bwd": 1e3 * seconds,
+                                     "saved_mb": saved_mb, "peak_gpu_mb": peak_mb})
         functions = pd.DataFrame(rows)
         print("\nMMD function alone, forward + backward (d = 10):")
         print(functions.to_string(index=False, float_format="%.3f"))
