@@ -220,7 +220,8 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
     if labels_key is not None and labels_key not in adata.obs:
         raise InputError(f"labels key {labels_key!r} not in obs")
     if layer is not None and layer not in adata.layers:
-        raise InputError(f"layer {layer!r} not in layers ({', '.join(adata.layers) or 'none'})")
+        names = [str(k) for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
+        raise InputError(f"layer {layer!r} not in layers ({', '.join(names) or 'none'})")
     from scvi_mmd.model._validation import check_counts
 
     import warnings

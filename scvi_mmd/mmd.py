@@ -50,6 +50,7 @@ __all__ = [
     "random_pairs",
     "all_pairs",
     "pair_weights",
+    "n_pairs",
     "weighted_kernel_sum",
     "grouped_mmd_exact",
     "grouped_mmd_linear",
@@ -674,8 +675,9 @@ def grouped_mmd(
     gamma: GammaLike = 1.0,
     partners: torch.Tensor | str | None = None,
     block: torch.Tensor | None = None,
+    reduction: str = "sum",
 ) -> torch.Tensor:
-    """Sum of MMD^2 over pairs of groups, with the estimator named by ``mode``.
+    """Sum (or mean) of MMD^2 over pairs of groups, with the estimator named by ``mode``.
 
     Parameters
     ----------
@@ -698,8 +700,18 @@ def grouped_mmd(
     block
         With a named pairing: the block of each group (pairs only within a block; groups of a
         negative block, e.g. padding, are never paired).
+    reduction
+        ``"sum"`` over the pairs (the original design, whose size grows with the number of
+        pairs: ``K - 1`` sequential pairs, ``K (K - 1) / 2`` for ``"all"``, for ``K``
+        batches present) or ``"mean"`` over the pairs present (see :func:`n_pairs`): the
+        size of one pair's MMD^2 whatever the number of batches or the pairing. With the mean,
+        the pull on each cell is about the same for 2 or 20 batches: each cell is in about
+        ``2 P / K`` of the ``P`` pairs and its group holds about ``n / K`` of the ``n``
+        cells, so its share of the term scales as ``1 / n`` like its share of the ELBO.
     """
-    if partners is None and block is not None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
+    if partners is None:
         partners = "sequential"
     if isinstance(partners, str):
         if partners not in PAIRINGS:
@@ -708,10 +720,20 @@ def grouped_mmd(
         counts = group_counts(groups, n_groups, torch.long)
         partners = PAIRINGS[partners](counts, block=block)
     if mode in ("normal", "unbiased"):
-        return grouped_mmd_exact(z, groups, n_groups, gamma, partners, mode == "unbiased")
-    if mode == "fast":
-        return grouped_mmd_linear(z, groups, n_groups, gamma, partners)
-    raise ValueError(f"`mode` must be 'normal', 'unbiased' or 'fast', got {mode!r}.")
+        value = grouped_mmd_exact(z, groups, n_groups, gamma, partners, mode == "unbiased")
+    elif mode == "fast":
+        value = grouped_mmd_linear(z, groups, n_groups, gamma, partners)
+    else:
+        raise ValueError(f"`mode` must be 'normal', 'unbiased' or 'fast', got {mode!r}.")
+    return value / n_pairs(partners).to(value.dtype).clamp_min(1) if reduction == "mean" else value
+
+
+REDUCTIONS = ("sum", "mean")
+
+
+def n_pairs(partners: torch.Tensor) -> torch.Tensor:
+    """Number of pairs in a pairing (a 0-d long tensor; no host synchronisation)."""
+    return (partners >= 0).sum()
 
 
 def grouped_mmd_conditional(
@@ -724,6 +746,7 @@ def grouped_mmd_conditional(
     mode: str = "normal",
     gamma: GammaLike = 1.0,
     pairing: str = "sequential",
+    reduction: str = "label_mean",
 ) -> torch.Tensor:
     """Class-conditional MMD: batches compared within each label, averaged over labels.
 
@@ -754,6 +777,10 @@ def grouped_mmd_conditional(
         Inverse bandwidth(s) of the Gaussian kernel.
     pairing
         ``"sequential"``, ``"random"`` or ``"all"``.
+    reduction
+        ``"label_mean"``: the mean over labels of each label's sum over its pairs (the
+        original design); ``"mean"``: the mean over all (label, batch pair) pairs present,
+        whose size does not grow with the number of batches (as in :func:`grouped_mmd`).
 
     Returns
     -------
@@ -771,7 +798,11 @@ def grouped_mmd_conditional(
     block[-1] = -1
     counts = group_counts(groups, n_groups, torch.long)
     partners = PAIRINGS[pairing](counts, block=block)
+    if reduction not in ("label_mean", "mean"):
+        raise ValueError(f"`reduction` must be 'label_mean' or 'mean', got {reduction!r}.")
     value = grouped_mmd(z, groups, n_groups, mode=mode, gamma=gamma, partners=partners)
+    if reduction == "mean":
+        return value / n_pairs(partners).to(value.dtype).clamp_min(1)
     has_pair = (partners >= 0).any(dim=1).to(z.dtype)
     per_label = torch.zeros(n_labels + 1, dtype=z.dtype, device=z.device)
     per_label = per_label.scatter_add_(0, block.clamp_min(0), has_pair)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
@@ -35,8 +37,8 @@ class SCVIMMD(SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
     The training loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, with
-    ``L_mmd`` the sum of MMD^2 between the latent samples of consecutive batches present in the
-    minibatch (Gretton et al., 2012). ``mmd_weight`` is a batch-correction knob: ``0`` is
+    ``L_mmd`` the mean over pairs of batches present in the minibatch (consecutive batches by
+    default) of MMD^2 between their latent samples (Gretton et al., 2012). ``mmd_weight`` is a batch-correction knob: ``0`` is
     :class:`~scvi.model.SCVI` exactly; larger values pull batches together in latent space; too
     large values merge distinct cell types.
 
@@ -53,7 +55,14 @@ class SCVIMMD(SCVI):
         recommended with ``mmd_conditional``, whose label-batch groups are small);
         ``"fast"``: linear-time unbiased estimate (``O(n)``, noisier).
     mmd_weight
-        Weight of the MMD term, finite and ``>= 0``.
+        Weight of the MMD term, finite and ``>= 0``. Or a range ``(low, high)``,
+        ``0 < low < high``: one loss-conditional training for the whole knob (Dosovitskiy &
+        Djolonga, ICLR 2020; :class:`~scvi_mmd.module.WeightConditioning`). Each minibatch
+        draws a weight log-uniformly in the range and the encoder and decoder are conditioned
+        on it; afterwards :meth:`get_latent_representation`, :meth:`get_normalized_expression`
+        and :meth:`get_mmd_loss` take ``mmd_weight=w`` for any ``w`` in the range (default:
+        :attr:`mmd_weight_default`, the geometric middle), and :meth:`get_mmd_curve` gives
+        the trade-off curve over the range.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
         or ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the scale of
@@ -67,6 +76,15 @@ class SCVIMMD(SCVI):
         If ``True``, compare batches within each cell type (label) and average over labels,
         ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
         ``unlabeled_category``). Keeps batches of different compositions from being merged.
+    mmd_pair_reduction
+        ``"mean"`` (default): ``L_mmd`` is the mean of MMD^2 over the batch pairs present in
+        the minibatch, so a weight means the same with 2 or 20 batches and with any pairing;
+        ``"sum"``: the sum over pairs (the original design, which grows with the number of
+        batches: ``K - 1`` sequential pairs, ``K (K - 1) / 2`` with ``"all"``).
+    mmd_latent
+        ``"mean"`` (default): the MMD compares posterior means (the latent representation);
+        ``"sample"``: sampled ``z`` (the original design; at large weights it can lower the
+        MMD by hiding batch differences in the posterior noise, so mixing falls).
     mmd_ddp_gather
         With ``devices > 1`` (DDP): gather all processes' latent codes before the MMD, so pairs
         see more cells; ``False`` (default): each process uses its own minibatch.
@@ -112,13 +130,15 @@ class SCVIMMD(SCVI):
         adata: AnnData | None = None,
         registry: dict | None = None,
         mmd_mode: Literal["normal", "unbiased", "fast"] = "normal",
-        mmd_weight: float = 1.0,
+        mmd_weight: float | tuple[float, float] = 1.0,
         mmd_kernel_gamma: float | Literal["median"] = 1.0,
         mmd_kernel_scales: list[float] | None = None,
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
         mmd_conditional: bool = False,
         mmd_ddp_gather: bool = False,
         mmd_reference_size: int = 0,
+        mmd_pair_reduction: Literal["mean", "sum"] = "mean",
+        mmd_latent: Literal["mean", "sample"] = "mean",
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -130,7 +150,7 @@ class SCVIMMD(SCVI):
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
-                          mmd_reference_size)
+                          mmd_reference_size, mmd_pair_reduction, mmd_latent)
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata,
@@ -152,6 +172,8 @@ class SCVIMMD(SCVI):
             mmd_unlabeled_code=unlabeled_code,
             mmd_ddp_gather=mmd_ddp_gather,
             mmd_reference_size=mmd_reference_size,
+            mmd_pair_reduction=mmd_pair_reduction,
+            mmd_latent=mmd_latent,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -166,7 +188,9 @@ class SCVIMMD(SCVI):
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
             + f", mmd_mode: {mmd_mode}, mmd_weight: {mmd_weight}, "
             f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
-            f"mmd_pairs: {mmd_pairs}, mmd_conditional: {mmd_conditional}."
+            f"mmd_pairs: {mmd_pairs}, mmd_pair_reduction: {mmd_pair_reduction}, "
+            f"mmd_latent: {mmd_latent}, "
+            f"mmd_conditional: {mmd_conditional}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())
@@ -226,7 +250,8 @@ class SCVIMMD(SCVI):
             raise ValueError("`unlabeled_category` needs `labels_key`.")
         check_not_empty(adata)
         if layer is not None and layer not in adata.layers:
-            raise ValueError(f"Layer {layer!r} is not in adata.layers ({list(adata.layers)}).")
+            names = [k for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
+            raise ValueError(f"Layer {layer!r} is not in adata.layers ({names}).")
         check_counts(adata, layer)
         setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
@@ -413,6 +438,7 @@ class SCVIMMD(SCVI):
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         data_loader_kwargs: dict | None = None,
+        mmd_weight: float | None = None,
     ) -> float:
         """Compute the MMD term ``L_mmd`` on the data, as in training.
 
@@ -433,11 +459,18 @@ class SCVIMMD(SCVI):
             Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
         data_loader_kwargs
             Keyword arguments for the data loader.
+        mmd_weight
+            For a loss-conditional model, the weight whose latent space is measured (default:
+            :attr:`mmd_weight_default`).
 
         Returns
         -------
         The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
         """
+        with self.at_mmd_weight(mmd_weight):
+            return self._mmd_loss(adata, indices, batch_size, data_loader_kwargs)
+
+    def _mmd_loss(self, adata, indices, batch_size, data_loader_kwargs) -> float:
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         if indices.dtype == bool:
@@ -460,7 +493,7 @@ class SCVIMMD(SCVI):
                 inference_outputs = self.module.inference(
                     **self.module._get_inference_input(tensors)
                 )
-                z = inference_outputs["z"]
+                z = self.module.mmd_codes(inference_outputs)
                 batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
                 n = batch_index.shape[0]
                 labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
@@ -468,3 +501,105 @@ class SCVIMMD(SCVI):
                 total += float(self.module.mmd_loss(z, batch_index, labels)) * n
                 n_cells += n
         return total / n_cells
+
+    # ------------------------------------------------------------ the weight of the knob
+
+    @property
+    def is_loss_conditional(self) -> bool:
+        """Whether the model was trained over a weight range (``mmd_weight=(low, high)``)."""
+        return self.module.weight_conditioning is not None
+
+    @property
+    def mmd_weight_range(self) -> tuple[float, float]:
+        """The weights this model gives: ``(low, high)``, or ``(w, w)`` for a fixed weight."""
+        if self.is_loss_conditional:
+            return self.module.mmd_weight
+        return (self.module.mmd_weight, self.module.mmd_weight)
+
+    @property
+    def mmd_weight_default(self) -> float:
+        """The weight used when none is given (a loss-conditional model's can be set)."""
+        if not self.is_loss_conditional:
+            return self.module.mmd_weight
+        return self.module.weight_conditioning.default_weight
+
+    def at_mmd_weight(self, mmd_weight: float | None):
+        """Context manager: inside it, every method of the model uses ``mmd_weight``.
+
+        ``None`` leaves the model as it is. A loss-conditional model takes any weight in its
+        trained range (outside it: :class:`ValueError`); a fixed-weight model only its own.
+        """
+        if mmd_weight is None:
+            return contextlib.nullcontext()
+        if self.is_loss_conditional:
+            return self.module.weight_conditioning.at(mmd_weight)
+        if mmd_weight != self.module.mmd_weight:
+            raise ValueError(
+                f"This model was trained at the fixed weight {self.module.mmd_weight:g}, not "
+                f"{mmd_weight!r}: train with `mmd_weight=(low, high)` to choose the weight "
+                "after training."
+            )
+        return contextlib.nullcontext()
+
+    def get_latent_representation(self, *args, mmd_weight: float | None = None, **kwargs):
+        """Latent representation, as :meth:`scvi.model.SCVI.get_latent_representation`.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As in :meth:`scvi.model.SCVI.get_latent_representation`.
+        mmd_weight
+            For a loss-conditional model, the weight of the knob (default:
+            :attr:`mmd_weight_default`).
+        """
+        with self.at_mmd_weight(mmd_weight):
+            return super().get_latent_representation(*args, **kwargs)
+
+    def get_normalized_expression(self, *args, mmd_weight: float | None = None, **kwargs):
+        """Normalised expression, as :meth:`scvi.model.SCVI.get_normalized_expression`.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As in :meth:`scvi.model.SCVI.get_normalized_expression`.
+        mmd_weight
+            For a loss-conditional model, the weight of the knob (default:
+            :attr:`mmd_weight_default`).
+        """
+        with self.at_mmd_weight(mmd_weight):
+            return super().get_normalized_expression(*args, **kwargs)
+
+    def get_mmd_curve(
+        self,
+        weights: Sequence[float] | None = None,
+        n_weights: int = 6,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        n_neighbors: int = 15,
+        labels_key: str | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Label-free diagnostics of the knob, one row per weight, from this one model.
+
+        See :func:`scvi_mmd.model.mmd_curve` for the columns.
+
+        Parameters
+        ----------
+        weights
+            Weights to evaluate, in the trained range. ``None``: ``n_weights`` log-spaced
+            weights over :attr:`mmd_weight_range` (or the model's one weight).
+        n_weights
+            Number of weights when ``weights`` is ``None``.
+        adata, indices
+            Cells to use (default: all cells of the model's AnnData).
+        n_neighbors
+            Neighbours per cell of the kNN graphs.
+        labels_key
+            Optional obs column of cell types: adds ``label_purity`` (kNN) to the table.
+        batch_size
+            Minibatch size for the encoder.
+        """
+        from scvi_mmd.model._curve import mmd_curve
+
+        return mmd_curve(self, weights, n_weights, adata, indices, n_neighbors, labels_key,
+                         batch_size)

@@ -1,3 +1,4 @@
+from ._conditioning import WeightConditioning
 from ._mmdvae import MMDVAE
 
-__all__ = ["MMDVAE"]
+__all__ = ["MMDVAE", "WeightConditioning"]

@@ -13,8 +13,11 @@ from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
+from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
 
 MMD_MODES = ("normal", "unbiased", "fast")
+PAIR_REDUCTIONS = ("mean", "sum")
+MMD_LATENTS = ("mean", "sample")
 MMD_LOSS_KEY = "mmd_loss"
 
 
@@ -29,6 +32,8 @@ def validate_mmd_args(
     mmd_kernel_scales=None,
     mmd_pairs: str = "sequential",
     mmd_reference_size: int = 0,
+    mmd_pair_reduction: str = "mean",
+    mmd_latent: str = "mean",
 ) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
@@ -37,7 +42,7 @@ def validate_mmd_args(
     mmd_mode
         One of ``"normal"``, ``"unbiased"`` or ``"fast"``.
     mmd_weight
-        Finite, ``>= 0``.
+        Finite, ``>= 0``; or a range ``(low, high)`` with ``0 < low < high``.
     mmd_kernel_gamma
         Finite, ``> 0``, or ``"median"``.
     mmd_kernel_scales
@@ -46,7 +51,17 @@ def validate_mmd_args(
         One of ``"sequential"``, ``"random"``, ``"all"``.
     mmd_reference_size
         An integer ``>= 0``.
+    mmd_pair_reduction
+        ``"mean"`` or ``"sum"``.
+    mmd_latent
+        ``"mean"`` or ``"sample"``.
     """
+    if mmd_latent not in MMD_LATENTS:
+        raise ValueError(f"`mmd_latent` must be one of {MMD_LATENTS}, got {mmd_latent!r}.")
+    if mmd_pair_reduction not in PAIR_REDUCTIONS:
+        raise ValueError(
+            f"`mmd_pair_reduction` must be one of {PAIR_REDUCTIONS}, got {mmd_pair_reduction!r}."
+        )
     if mmd_pairs not in PAIRINGS:
         raise ValueError(f"`mmd_pairs` must be one of {tuple(PAIRINGS)}, got {mmd_pairs!r}.")
     if mmd_kernel_scales is not None:
@@ -66,9 +81,13 @@ def validate_mmd_args(
         )
     if mmd_mode not in MMD_MODES:
         raise ValueError(f"`mmd_mode` must be one of {MMD_MODES}, got {mmd_mode!r}.")
-    if not _is_number(mmd_weight):
-        raise ValueError(f"`mmd_weight` must be a number, got {mmd_weight!r}.")
-    if not math.isfinite(mmd_weight) or mmd_weight < 0:
+    if isinstance(mmd_weight, tuple | list):
+        validate_weight_range(mmd_weight)
+    elif not _is_number(mmd_weight):
+        raise ValueError(
+            f"`mmd_weight` must be a number or a range (low, high), got {mmd_weight!r}."
+        )
+    elif not math.isfinite(mmd_weight) or mmd_weight < 0:
         raise ValueError(f"`mmd_weight` must be finite and >= 0, got {mmd_weight!r}.")
     if mmd_kernel_gamma == "median":
         return
@@ -110,8 +129,8 @@ class MMDVAE(VAE):
     """Variational auto-encoder with an MMD penalty between the latent codes of batches.
 
     The loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, where
-    ``L_mmd`` is the sum of MMD^2 between the sampled latent codes ``z`` of consecutive batches
-    present in the minibatch (see :func:`scvi_mmd.mmd.grouped_mmd`).
+    ``L_mmd`` is the mean (or sum) over pairs of batches present in the minibatch of MMD^2
+    between their sampled latent codes ``z`` (see :func:`scvi_mmd.mmd.grouped_mmd`).
 
     Parameters
     ----------
@@ -125,7 +144,11 @@ class MMDVAE(VAE):
         small label-batch groups of the conditional MMD); ``"fast"``: linear-time estimate
         (unbiased, Lemma 14).
     mmd_weight
-        Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly.
+        Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly. A
+        range ``(low, high)`` trains one loss-conditional model over the whole range
+        (:class:`~scvi_mmd.module.WeightConditioning`): each training minibatch draws a weight
+        log-uniformly in the range, the encoder and decoder are conditioned on it, and the
+        loss uses it.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
         ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch (detached), which
@@ -138,6 +161,17 @@ class MMDVAE(VAE):
         Which batch pairs enter ``L_mmd``: ``"sequential"`` (each present batch with the next
         present one, in code order; the original design), ``"random"`` (the same in a random
         order of batches, drawn at each step) or ``"all"`` (every pair of present batches).
+    mmd_pair_reduction
+        ``"mean"``: ``L_mmd`` is the mean over the pairs present, so a weight means the same
+        whatever the number of batches and the pairing; ``"sum"``: the sum over pairs (the
+        original design; it grows with the number of batches).
+    mmd_latent
+        Which latent codes the MMD compares: ``"mean"`` (default), the posterior means
+        ``qz.loc`` (the representation users get from ``get_latent_representation``); or
+        ``"sample"``, the sampled ``z`` (the original design). With samples, a large weight
+        can be met by shrinking the spread of the means below the posterior noise, so that
+        noisy samples of different batches overlap while their means stay apart: batch mixing
+        then *falls* as the weight rises (measured in benchmarks/README.md).
     mmd_conditional
         If ``True``, the MMD compares batches *within each label* (cell type) and averages over
         labels (:func:`scvi_mmd.mmd.grouped_mmd_conditional`), so batches with different
@@ -173,13 +207,25 @@ class MMDVAE(VAE):
         mmd_unlabeled_code: int | None = None,
         mmd_ddp_gather: bool = False,
         mmd_reference_size: int = 0,
+        mmd_pair_reduction: str = "mean",
+        mmd_latent: str = "mean",
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
-                          mmd_reference_size)
+                          mmd_reference_size, mmd_pair_reduction, mmd_latent)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
-        self.mmd_weight = float(mmd_weight)
+        self.mmd_pair_reduction = mmd_pair_reduction
+        self.mmd_latent = mmd_latent
+        if isinstance(mmd_weight, tuple | list):
+            self.mmd_weight = validate_weight_range(mmd_weight)
+            self.weight_conditioning = WeightConditioning(
+                *self.mmd_weight, n_hidden=kwargs.get("n_hidden", 128)
+            )
+            self.weight_conditioning.attach(self)
+        else:
+            self.mmd_weight = float(mmd_weight)
+            self.weight_conditioning = None
         self.mmd_kernel_gamma = (
             mmd_kernel_gamma if mmd_kernel_gamma == "median" else float(mmd_kernel_gamma)
         )
@@ -196,6 +242,14 @@ class MMDVAE(VAE):
             self.register_buffer("mmd_reference_z", torch.zeros(self.mmd_reference_size,
                                                                 self.n_latent))
             self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
+
+    def mmd_codes(self, inference_outputs: dict) -> torch.Tensor:
+        """The latent codes the MMD compares: posterior means or samples (``mmd_latent``)."""
+        codes = inference_outputs[
+            MODULE_KEYS.QZ_KEY if self.mmd_latent == "mean" else MODULE_KEYS.Z_KEY
+        ]
+        codes = codes.loc if self.mmd_latent == "mean" else codes
+        return codes
 
     def mmd_gamma(
         self, z: torch.Tensor, labels: torch.Tensor | None = None
@@ -229,7 +283,8 @@ class MMDVAE(VAE):
 
         Returns
         -------
-        0-d tensor: the sum over sequential batch pairs of MMD^2, averaged over samples.
+        0-d tensor: the mean (``mmd_pair_reduction="mean"``) or sum over batch pairs of MMD^2,
+        averaged over samples.
         """
         if self.n_batch < 2:
             return z.new_zeros(())
@@ -267,7 +322,7 @@ class MMDVAE(VAE):
             block[-1] = -1  # padding rows form a group that is never paired
             return grouped_mmd(
                 z, batch_index, self.n_batch + 1, mode=self.mmd_mode, gamma=self.mmd_gamma(z),
-                partners=self.mmd_pairs, block=block,
+                partners=self.mmd_pairs, block=block, reduction=self.mmd_pair_reduction,
             ).mean()
         if self.mmd_conditional:
             if labels is None:
@@ -282,6 +337,7 @@ class MMDVAE(VAE):
                 mode=self.mmd_mode,
                 gamma=self.mmd_gamma(z, labels),
                 pairing=self.mmd_pairs,
+                reduction="mean" if self.mmd_pair_reduction == "mean" else "label_mean",
             ).mean()
         partners = None if self.mmd_pairs == "sequential" else self.mmd_pairs
         value = grouped_mmd(
@@ -291,6 +347,7 @@ class MMDVAE(VAE):
             mode=self.mmd_mode,
             gamma=self.mmd_gamma(z),
             partners=partners,
+            reduction=self.mmd_pair_reduction,
         )
         return value.mean()
 
@@ -316,16 +373,20 @@ class MMDVAE(VAE):
         kl_weight
             Weight of the KL divergence of ``z``.
         mmd_weight
-            Weight of the MMD term; defaults to the module's ``mmd_weight``.
+            Weight of the MMD term; defaults to the module's ``mmd_weight`` (for a
+            loss-conditional module, the weight its networks are conditioned on now).
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
-            mmd_weight = self.mmd_weight
+            mmd_weight = (self.mmd_weight if self.weight_conditioning is None
+                          else self.weight_conditioning.current_weight)
         mmd = self.mmd_loss(
-            inference_outputs[MODULE_KEYS.Z_KEY],
+            self.mmd_codes(inference_outputs),
             tensors[REGISTRY_KEYS.BATCH_KEY],
             tensors.get(REGISTRY_KEYS.LABELS_KEY),
         )
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
+        if self.weight_conditioning is not None:
+            elbo_output.loss = elbo_output.loss * self.weight_conditioning.loss_scale(mmd_weight)
         elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
         return elbo_output

@@ -21,7 +21,10 @@ class MMDTrainingPlan(TrainingPlan):
     and logged once per epoch, so the MMD adds no per-step logging cost. The plan also offers a
     linear warm-up of the MMD weight, from 0 to the module's ``mmd_weight``, in the style of
     the KL warm-up, and logs the weight in effect (mean over the epoch's steps) as
-    ``mmd_weight_train``.
+    ``mmd_weight_train``. For a loss-conditional module (``mmd_weight=(low, high)``), each
+    training and validation minibatch draws its weight from the module's
+    :class:`~scvi_mmd.module.WeightConditioning` (the warm-up then scales the loss's weight,
+    not the weight the networks are conditioned on).
 
     Parameters
     ----------
@@ -66,28 +69,48 @@ class MMDTrainingPlan(TrainingPlan):
             self._weight_sum, self._weight_steps = 0.0, 0
 
     @property
-    def mmd_weight(self) -> float:
-        """MMD weight in effect at the current epoch or step."""
-        scale = _compute_kl_weight(
+    def mmd_warmup_scale(self) -> float:
+        """Factor in ``[0, 1]`` of the MMD warm-up at the current epoch or step."""
+        return float(_compute_kl_weight(
             self.current_epoch,
             self.global_step,
             self.n_epochs_mmd_warmup,
             self.n_steps_mmd_warmup,
-        )
-        return float(scale) * self.module.mmd_weight
+        ))
+
+    @property
+    def mmd_weight(self) -> float:
+        """MMD weight in effect at the current epoch or step (fixed-weight modules)."""
+        conditioning = self.module.weight_conditioning
+        weight = self.module.mmd_weight if conditioning is None else conditioning.current_weight
+        return self.mmd_warmup_scale * weight
+
+    def _draw_weight(self) -> float:
+        """For a loss-conditional module, draw this minibatch's weight and condition on it."""
+        conditioning = self.module.weight_conditioning
+        if conditioning is not None:
+            conditioning.current_weight = conditioning.sample()
+        return self.mmd_weight
 
     def training_step(self, batch, batch_idx):
-        """Training step with the MMD weight of the current epoch or step."""
-        weight = self.mmd_weight
+        """Training step with the MMD weight of the current epoch or step (or a drawn one)."""
+        weight = self._draw_weight()
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
         return super().training_step(batch, batch_idx)
 
     def validation_step(self, batch, batch_idx):
-        """Validation step with the MMD weight of the current epoch or step."""
-        self.loss_kwargs[MMD_WEIGHT_KEY] = self.mmd_weight
+        """Validation step with the MMD weight of the current epoch or step (or a drawn one)."""
+        self.loss_kwargs[MMD_WEIGHT_KEY] = self._draw_weight()
         return super().validation_step(batch, batch_idx)
+
+    def on_train_end(self):
+        """Leave a loss-conditional module at its default weight after training."""
+        super().on_train_end()
+        conditioning = self.module.weight_conditioning
+        if conditioning is not None:
+            conditioning.current_weight = conditioning.default_weight
 
     @torch.inference_mode()
     def compute_and_log_metrics(self, loss_output, metrics, mode):
