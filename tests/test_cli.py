@@ -66,6 +66,32 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert model.module.mmd_kernel_gamma == "median"
 
 
+def test_integrate_weight_range_trains_once_and_writes_the_curve(h5ad, tmp_path, capsys):
+    out, plots = tmp_path / "out.h5ad", tmp_path / "plots"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--labels-key", "cell_type",
+                     *FAST, "--mmd-weight", "1:100", "--latent-weight", "10", "-o", str(out),
+                     "--plots", str(plots)])
+    assert code == 0
+    assert "the knob, from this one training" in capsys.readouterr().out
+    result = anndata.read_h5ad(out)
+    record = result.uns["scvi_mmd"]
+    assert list(record["mmd_weight"]) == [1.0, 100.0] and record["latent_mmd_weight"] == 10.0
+    curve = record["curve"]
+    assert 10.0 in list(curve["mmd_weight"]) and len(curve["batch_mixing"]) == 7
+    assert {"knob_curve.csv", "knob_curve.png", "umap_grid_batch.png",
+            "umap_grid_cell_type.png"} <= {p.name for p in plots.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--latent-weight", "10"], "only with --mmd-weight LOW:HIGH"),
+     (["--mmd-weight", "1:100", "--latent-weight", "1000"], "outside --mmd-weight 1:100")],
+)
+def test_latent_weight_errors(h5ad, tmp_path, capsys, args, message):
+    argv = ["integrate", str(h5ad), "--batch-key", "batch", *args, "-o", str(tmp_path / "o.h5ad")]
+    assert message in run_error(capsys, argv)
+
+
 def test_integrate_label_aware_with_partial_labels(tmp_path, capsys):
     adata = simulate_batches(n_cells=240, n_genes=120, n_batches=2, n_cell_types=3, seed=3)
     labels = adata.obs["cell_type"].astype(str).to_numpy().copy()
@@ -151,7 +177,8 @@ def test_bad_output_paths(h5ad, tmp_path, capsys, monkeypatch):
 def test_bad_numbers_are_argparse_errors(h5ad, capsys):
     for flag, value in (("--mmd-weight", "-1"), ("--mmd-weight", "nan"),
                         ("--max-epochs", "0"), ("--mmd-kernel-gamma", "0"),
-                        ("--batch-size", "1")):
+                        ("--batch-size", "1"), ("--mmd-weight", "10:1"),
+                        ("--mmd-weight", "0:10"), ("--mmd-weight", "a:b")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["integrate", str(h5ad), "--batch-key", "batch", flag, value, "-o", "x.h5ad"])
         assert exit_info.value.code == 2

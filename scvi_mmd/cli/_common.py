@@ -1,0 +1,195 @@
+"""What every subcommand shares: errors, argument types, reading and checking input, writing."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+LATENT_KEY = "X_scvi_mmd"
+DEMO_EPOCHS = 40
+# The command line's defaults: a median-heuristic, multi-scale kernel, whose strength follows
+# the scale of the latent space (gamma = 1 on a 10-d latent barely acts below weights ~1e3).
+DEFAULT_WEIGHT = 100.0
+DEFAULT_SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+class InputError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+def weight_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0: {text!r}")
+    return value
+
+
+def weight_or_range_arg(text: str) -> float | tuple[float, float]:
+    """A weight ``W`` or a range ``LOW:HIGH`` (``0 < LOW < HIGH``) for one conditional training."""
+    if ":" not in text:
+        return weight_arg(text)
+    low, _, high = text.partition(":")
+    low, high = weight_arg(low), weight_arg(high)
+    if not 0 < low < high:
+        raise argparse.ArgumentTypeError(f"a range LOW:HIGH needs 0 < LOW < HIGH: {text!r}")
+    return (low, high)
+
+
+def weights_arg(text: str) -> list[float]:
+    return [weight_arg(part) for part in text.split(",") if part.strip()]
+
+
+def gamma_arg(text: str) -> float | str:
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'median': {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0: {text!r}")
+    return value
+
+
+def scales_arg(text: str) -> list[float] | None:
+    if text.lower() == "none":
+        return None
+    values = [weight_arg(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive numbers or 'none': {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def minibatch_size(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be >= 2 (batch normalisation needs two cells per minibatch): {text!r}")
+    return value
+
+
+def check_output_file(path: str, overwrite: bool, input_path: str | None) -> Path:
+    out = Path(path)
+    if out.suffix != ".h5ad":
+        raise InputError(f"output must end in .h5ad: {path}")
+    if input_path is not None and out.resolve() == Path(input_path).resolve():
+        raise InputError("output must differ from INPUT (the input file is never modified)")
+    if out.exists() and not overwrite:
+        raise InputError(f"output exists: {path} (pass --overwrite to replace it)")
+    if out.is_dir():
+        raise InputError(f"output is a folder: {path}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder is not writable: {parent}")
+    return out
+
+
+def check_folder(path: str, overwrite: bool, what: str) -> Path:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} is not a folder: {path}")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise InputError(f"{what} exists and is not empty: {path} (pass --overwrite)")
+    parent = folder.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot create {what}: {path}")
+    return folder
+
+
+def read_input(path: str):
+    """Read an h5ad file, turning every failure into an :class:`InputError`."""
+    import anndata
+
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"input file not found: {path}")
+    if not file.is_file():
+        raise InputError(f"input is not a file: {path}")
+    try:
+        return anndata.read_h5ad(file)
+    except Exception as error:  # h5py and anndata raise many types for a bad file
+        raise InputError(f"not a readable h5ad file: {path} ({type(error).__name__})") from None
+
+
+def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None) -> None:
+    """Cells and genes present, keys present, at least two batches, raw counts (all checked)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"input has {adata.n_obs} cells x {adata.n_vars} genes: nothing to do")
+    if batch_key not in adata.obs:
+        raise InputError(
+            f"batch key {batch_key!r} not in obs (columns: {', '.join(map(str, adata.obs))})"
+        )
+    n_batches = adata.obs[batch_key].nunique()
+    if n_batches < 2:
+        raise InputError(f"batch key {batch_key!r} has {n_batches} batch: nothing to correct")
+    if labels_key is not None and labels_key not in adata.obs:
+        raise InputError(f"labels key {labels_key!r} not in obs")
+    if layer is not None and layer not in adata.layers:
+        names = [str(k) for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
+        raise InputError(f"layer {layer!r} not in layers ({', '.join(names) or 'none'})")
+    from scvi_mmd.model._validation import check_counts
+
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_counts(adata, layer)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    if caught:  # non-integer values: normalised data passed by mistake
+        where = "X" if layer is None else f"layer {layer!r}"
+        raise InputError(f"{where} does not hold raw counts (non-integer values): "
+                         "pass --layer with the counts")
+
+
+
+def atomic_write_h5ad(adata, out: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def demo_data(seed: int):
+    from scvi_mmd.data import simulate_batches
+
+    return simulate_batches(
+        n_cells=1500, n_genes=500, n_batches=3, n_cell_types=4, batch_effect=0.6, seed=seed
+    )
+
+
+def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
+    import scanpy as sc
+
+    if n_top_genes <= 0 or n_top_genes >= adata.n_vars:
+        return adata.copy()
+    flags = sc.pp.highly_variable_genes(
+        adata, flavor="seurat_v3", n_top_genes=n_top_genes, batch_key=batch_key, layer=layer,
+        inplace=False,
+    )
+    return adata[:, flags["highly_variable"].to_numpy()].copy()
+
+
