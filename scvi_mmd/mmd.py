@@ -78,8 +78,8 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
     y = y - shift
-    x_sq = x.pow(2).sum(-1, keepdim=True)
-    y_sq = y.pow(2).sum(-1, keepdim=True)
+    x_sq = (x * x).sum(-1, keepdim=True)
+    y_sq = (y * y).sum(-1, keepdim=True)
     d2 = x_sq + y_sq.transpose(-1, -2) - 2.0 * x @ y.transpose(-1, -2)
     return d2.clamp_min(0.0)
 
@@ -99,8 +99,8 @@ def _neg_scaled_sq_distances(
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
     y = x if y is x else y - shift
-    x_sq = x.square().sum(-1, keepdim=True)
-    y_sq = x_sq if y is x else y.square().sum(-1, keepdim=True)
+    x_sq = (x * x).sum(-1, keepdim=True)  # (x * x, not x.square(): pow is slow on CPU)
+    y_sq = x_sq if y is x else (y * y).sum(-1, keepdim=True)
     left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
     right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
     neg_sq = left @ right.transpose(-1, -2)
@@ -266,7 +266,8 @@ def weighted_kernel_sum(neg_sq: torch.Tensor, weights: torch.Tensor,
 
 def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     """Kernel between rows of ``a`` and ``b`` matched one to one: ``(..., d) -> (...)``."""
-    return _mean_exp(-(a - b).square().sum(-1), gamma)
+    diff = a - b
+    return _mean_exp(-(diff * diff).sum(-1), gamma)
 
 
 def median_heuristic_gamma(
@@ -298,7 +299,8 @@ def median_heuristic_gamma(
     Tensor of shape ``(...)``.
     """
     z = z.detach()
-    sq = (z - torch.roll(z, z.shape[-2] // 2, dims=-2)).square().sum(-1)
+    diff = z - torch.roll(z, z.shape[-2] // 2, dims=-2)
+    sq = (diff * diff).sum(-1)
     median = sq.median(dim=-1).values
     if groups is not None:
         groups = groups.reshape(-1)
@@ -307,7 +309,8 @@ def median_heuristic_gamma(
         same = groups[1:] == groups[:-1]
         if ignore is not None:
             same = same & (groups[1:] != ignore)
-        within = (z[..., 1:, :] - z[..., :-1, :]).square().sum(-1)
+        step = z[..., 1:, :] - z[..., :-1, :]
+        within = (step * step).sum(-1)
         # NaN marks pairs across groups; nanmedian skips them without a host synchronisation
         within = within.masked_fill(~same, float("nan")).nanmedian(dim=-1).values
         median = torch.where(within.isnan(), median, within)
