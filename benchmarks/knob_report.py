@@ -20,6 +20,15 @@ OUT = Path(__file__).resolve().parent / "results" / "knob"
 SCORES = ["Batch correction", "Bio conservation", "Total"]
 
 
+def md(frame: pd.DataFrame, index: bool = True) -> str:
+    """A markdown table (no dependency on tabulate)."""
+    frame = frame.reset_index() if index else frame
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
 def mean_sd(frame: pd.DataFrame, by: list[str], cols: list[str]) -> pd.DataFrame:
     grouped = frame.groupby(by)[cols]
     means, sds = grouped.mean(), grouped.std()
@@ -38,7 +47,7 @@ def compare_section(dataset: str, lines: list[str]) -> None:
               f"{','.join(map(str, sorted(table['seed'].unique())))}` "
               f"({table['max_epochs'].iloc[0]} epochs, seeds as listed)", ""]
     cols = SCORES + ["knn_batch_mixing", "fit_seconds"]
-    lines.append(mean_sd(table, ["method", "mmd_weight"], cols).to_markdown(index=False))
+    lines.append(mean_sd(table, ["method", "mmd_weight"], cols).pipe(md, index=False))
     means = table.groupby(["method", "mmd_weight"])[SCORES].mean()
     lines += ["", "Conditional minus separate (means over seeds):", ""]
     rows = []
@@ -46,7 +55,7 @@ def compare_section(dataset: str, lines: list[str]) -> None:
         if ("separate", w) in means.index:
             diff = means.loc[("conditional", w)] - means.loc[("separate", w)]
             rows.append({"mmd_weight": w, **diff.round(3).to_dict()})
-    lines.append(pd.DataFrame(rows).to_markdown(index=False))
+    lines.append(pd.DataFrame(rows).pipe(md, index=False))
     lines.append("")
     for method in ("conditional", "separate"):
         part = table[table["method"] == method]
@@ -66,16 +75,18 @@ def compare_section(dataset: str, lines: list[str]) -> None:
 
 def plot_tradeoff(table: pd.DataFrame, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    styles = {"conditional": ("tab:blue", "o", (6, 5)), "separate": ("tab:orange", "s", (6, -11))}
-    for method, (color, marker, offset) in styles.items():
+    styles = {"conditional": ("tab:blue", "o", 8), "separate": ("tab:orange", "s", -14)}
+    for method, (color, marker, dy) in styles.items():
         part = table[table["method"] == method].groupby("mmd_weight")[SCORES[:2]]
         mean, sd = part.mean(), part.std()
         ax.errorbar(mean["Batch correction"], mean["Bio conservation"],
                     xerr=sd["Batch correction"], yerr=sd["Bio conservation"], color=color,
                     marker=marker, capsize=2, label=f"{method} (one point per weight)")
-        for w, row in mean.iterrows():
+        for i, (w, row) in enumerate(mean.iterrows()):  # alternate sides, staggered
             ax.annotate(f"{w:g}", (row["Batch correction"], row["Bio conservation"]),
-                        textcoords="offset points", xytext=offset, fontsize=8, color=color)
+                        textcoords="offset points", fontsize=8, color=color,
+                        ha="right" if i % 2 == 0 else "left",
+                        xytext=(-3, dy) if i % 2 == 0 else (3, 1.8 * dy))
     scvi = table[table["method"].str.startswith("SCVI")][SCORES[:2]].mean()
     ax.plot(scvi["Batch correction"], scvi["Bio conservation"], "k*", ms=10, label="SCVI")
     ax.set_xlabel("scib batch correction")
@@ -97,19 +108,24 @@ def main() -> None:
                   "60 epochs, fixed weights)", "",
                   mean_sd(table, ["mmd_latent", "mmd_weight"],
                           ["knn_batch_mixing", "final_mmd_train", "spread_of_means",
-                           "posterior_sd"]).to_markdown(index=False), ""]
+                           "posterior_sd"]).pipe(md, index=False), ""]
     for dataset in ("sim", "kang"):
         compare_section(dataset, lines)
     path = OUT / "meaning.csv"
     if path.exists():
         table = pd.read_csv(path)
         lines += ["## One meaning of the weight: 2, 4 and 8 batches", "",
-                  "`python benchmarks/knob.py meaning --seeds 0,1,2`: the smallest weight of a "
-                  "25-point log grid at which kNN batch mixing reaches "
-                  f"{table['level'].iloc[0]:g}, from one conditional model per data set", "",
-                  table.to_markdown(index=False), "",
-                  table.groupby("n_batches")["weight_reaching_level"].median().to_frame(
-                      "median weight").to_markdown(), ""]
+                  "`python benchmarks/knob.py meaning --seeds 0,1 --weights 1,3,10,30,100`: "
+                  "separate fits; the weight at which kNN batch mixing first reaches "
+                  f"{table['level'].iloc[0]:g} (interpolated in log weight), with the pair mean "
+                  "(default) and the original pair sum", "",
+                  table.pivot_table(index=["mmd_pair_reduction", "seed"], columns="n_batches",
+                                    values="weight_reaching_level").round(2).pipe(md), ""]
+        medians = table.groupby(["mmd_pair_reduction", "n_batches"])[
+            "weight_reaching_level"].median().unstack()
+        lines += ["Median over seeds, and the largest / smallest ratio across 2, 4, 8 batches:",
+                  "", medians.assign(ratio=medians.max(1) / medians.min(1)).round(2)
+                  .pipe(md), ""]
     (OUT / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
