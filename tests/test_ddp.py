@@ -43,7 +43,7 @@ def test_ddp_two_cpu_processes(tmp_path, mode):
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300, check=False)
+                          cwd=tmp_path, env=env, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("HISTORY "))
     history = json.loads(line[len("HISTORY "):])
