@@ -5,6 +5,8 @@ Usage::
     python benchmarks/knob.py compare kang --seeds 0,1,2      # ../shared/data/kang_pbmc_ifnb.h5ad
     python benchmarks/knob.py compare sim --seeds 0,1,2       # simulation, batch-exclusive type
     python benchmarks/knob.py meaning --seeds 0,1 --weights 1,3,10,30,100  # 2, 4, 8 batches
+    python benchmarks/knob.py meaning --seeds 0 --weights 1,3,10,30,100 --batches 8 \
+        --reductions sum                                      # the original sum, 8 batches
     python benchmarks/knob.py latent --seeds 0                # MMD on samples vs on means
 
 ``compare``: per seed, one ``SCVIMMD(mmd_weight=(LOW, HIGH))`` and one fixed-weight SCVIMMD at
@@ -154,10 +156,10 @@ def meaning(args) -> None:
     grid = [float(w) for w in args.weights.split(",")]
     rows, curves = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for n_batches in (2, 4, 8):
+        for n_batches in (int(b) for b in args.batches.split(",")):
             adata = simulate_batches(n_cells=400 * n_batches, n_genes=300, n_batches=n_batches,
                                      n_cell_types=4, batch_effect=1.0, seed=seed)
-            for reduction in ("mean", "sum"):
+            for reduction in args.reductions.split(","):
                 mixing = []
                 for w in grid:
                     model, _ = fit(adata, "batch", seed, args.epochs or 60, mmd_weight=w,
@@ -172,9 +174,10 @@ def meaning(args) -> None:
                              "weight_reaching_level": crossing_weight(grid, mixing, args.level)})
                 print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=False),
                       "mixing:", np.round(mixing, 3), flush=True)
-    pd.DataFrame(curves).to_csv(OUT / "meaning_curves.csv", index=False)
+    suffix = "" if args.reductions == "mean" else f"_{args.reductions.replace(',', '_')}"
+    pd.DataFrame(curves).to_csv(OUT / f"meaning_curves{suffix}.csv", index=False)
     table = pd.DataFrame(rows)
-    table.to_csv(OUT / "meaning.csv", index=False)
+    table.to_csv(OUT / f"meaning{suffix}.csv", index=False)
     print(table.groupby(["mmd_pair_reduction", "n_batches"])["weight_reaching_level"]
           .agg(["median", "min", "max"]))
 
@@ -210,6 +213,8 @@ def main(argv=None):
     parser.add_argument("--range", default="0.1:1000", help="LOW:HIGH of the conditional model")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--level", type=float, default=0.6)
+    parser.add_argument("--batches", default="2,4,8", help="numbers of batches (meaning)")
+    parser.add_argument("--reductions", default="mean", help="mmd_pair_reduction(s) (meaning)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     {"compare": compare, "meaning": meaning, "latent": latent}[args.task](args)

@@ -113,9 +113,11 @@ def main() -> None:
         compare_section(dataset, lines)
     path = OUT / "meaning.csv"
     if path.exists():
-        table = pd.read_csv(path)
+        table = pd.concat([pd.read_csv(p) for p in sorted(OUT.glob("meaning*.csv"))
+                           if not p.name.startswith("meaning_curves")])
         lines += ["## One meaning of the weight: 2, 4 and 8 batches", "",
-                  "`python benchmarks/knob.py meaning --seeds 0,1 --weights 1,3,10,30,100`: "
+                  "`python benchmarks/knob.py meaning --seeds 0,1 --weights 1,3,10,30,100` "
+                  "(and `--batches 8 --reductions sum --seeds 0` for the original sum): "
                   "separate fits; the weight at which kNN batch mixing first reaches "
                   f"{table['level'].iloc[0]:g} (interpolated in log weight), with the pair mean "
                   "(default) and the original pair sum", "",
