@@ -74,19 +74,23 @@ def compare_section(dataset: str, lines: list[str]) -> None:
 
 
 def plot_tradeoff(table: pd.DataFrame, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     styles = {"conditional": ("tab:blue", "o", 8), "separate": ("tab:orange", "s", -14)}
     for method, (color, marker, dy) in styles.items():
         part = table[table["method"] == method].groupby("mmd_weight")[SCORES[:2]]
         mean, sd = part.mean(), part.std()
         ax.errorbar(mean["Batch correction"], mean["Bio conservation"],
                     xerr=sd["Batch correction"], yerr=sd["Bio conservation"], color=color,
-                    marker=marker, capsize=2, label=f"{method} (one point per weight)")
-        for i, (w, row) in enumerate(mean.iterrows()):  # alternate sides, staggered
-            ax.annotate(f"{w:g}", (row["Batch correction"], row["Bio conservation"]),
+                    marker=marker, capsize=2, label=f"{method}: weights {', '.join(f'{w:g}' for w in mean.index)} in order")
+        # label the two ends only (the line runs through the weights in order), so that
+        # crowded points carry no overlapping labels
+        for i, (w, row) in enumerate(mean.iterrows()):
+            if 0 < i < len(mean) - 1:
+                continue
+            ax.annotate(f"w={w:g}", (row["Batch correction"], row["Bio conservation"]),
                         textcoords="offset points", fontsize=8, color=color,
-                        ha="right" if i % 2 == 0 else "left",
-                        xytext=(-3, dy) if i % 2 == 0 else (3, 1.8 * dy))
+                        ha="right" if i == 0 else "left",
+                        xytext=(-5, dy) if i == 0 else (5, dy))
     scvi = table[table["method"].str.startswith("SCVI")][SCORES[:2]].mean()
     ax.plot(scvi["Batch correction"], scvi["Bio conservation"], "k*", ms=10, label="SCVI")
     ax.set_xlabel("scib batch correction")
@@ -126,7 +130,7 @@ def main() -> None:
         medians = table.groupby(["mmd_pair_reduction", "n_batches"])[
             "weight_reaching_level"].median().unstack()
         lines += ["Median over seeds, and the largest / smallest ratio across 2, 4, 8 batches:",
-                  "", medians.assign(ratio=medians.max(1) / medians.min(1)).round(2)
+                  "", medians.assign(ratio=(medians.max(1) / medians.min(1)).where(medians.count(1) > 1)).round(2)
                   .pipe(md), ""]
     (OUT / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
