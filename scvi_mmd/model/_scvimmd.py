@@ -16,9 +16,10 @@ from scvi.model import SCVI
 
 from scvi_mmd.model._validation import (
     check_counts,
-    check_minibatch_size,
+    check_batch_size,
     check_not_empty,
     check_saved_model,
+    last_minibatch_has_one_cell,
 )
 from scvi_mmd.module import MMDVAE
 from scvi_mmd.module._mmdvae import validate_mmd_args
@@ -333,14 +334,13 @@ class SCVIMMD(SCVI):
             ``n_epochs_mmd_warmup`` / ``n_steps_mmd_warmup`` of
             :class:`~scvi_mmd.train.MMDTrainingPlan`).
         """
+        check_batch_size(batch_size)
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
-        if (datamodule is None and self.adata is not None
+        drop_last = datasplitter_kwargs.get("drop_last", False)
+        if (datamodule is None and self.adata is not None and not drop_last
                 and "external_indexing" not in datasplitter_kwargs):
-            n_train = self._n_train_cells(train_size, validation_size, batch_size,
-                                          datasplitter_kwargs.get("drop_last", False))
-            if check_minibatch_size(n_train, batch_size) and not datasplitter_kwargs.get(
-                "drop_last"
-            ):
+            n_train = self._n_train_cells(train_size, validation_size, batch_size)
+            if last_minibatch_has_one_cell(n_train, batch_size):
                 logger.info("The last training minibatch would hold one cell: it is dropped.")
                 datasplitter_kwargs["drop_last"] = True
         return super().train(
@@ -353,14 +353,10 @@ class SCVIMMD(SCVI):
             **kwargs,
         )
 
-    def _n_train_cells(self, train_size, validation_size, batch_size, drop_last) -> int:
+    def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
         """Size of the training set, as scvi-tools' data splitter will compute it."""
         from scvi.dataloaders._data_splitting import validate_data_split
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
-            batch_size < 2
-        ):
-            check_minibatch_size(self.adata.n_obs, batch_size)  # raises the ValueError
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the data splitter repeats its own warnings
             n_train, _ = validate_data_split(
@@ -368,7 +364,7 @@ class SCVIMMD(SCVI):
                 0.9 if train_size is None else float(train_size),
                 validation_size,
                 batch_size,
-                drop_last,
+                False,
                 train_size is None,
             )
         return n_train

@@ -113,17 +113,10 @@ def check_counts(adata: AnnData, layer: str | None = None) -> None:
         )
 
 
-def check_minibatch_size(n_train: int, batch_size: int) -> bool:
-    """Check that no training minibatch has a single cell; return whether to drop the last.
+def check_batch_size(batch_size) -> None:
+    """Raise a :class:`ValueError` unless ``batch_size`` is an integer ``>= 2``.
 
-    Batch normalisation cannot train on one cell. ``batch_size < 2`` is an error; a training
-    set whose size leaves one cell in the last minibatch is trained with that minibatch
-    dropped (a different cell each epoch, since minibatches are shuffled).
-
-    Raises
-    ------
-    ValueError
-        If ``batch_size`` is not an integer ``>= 2``.
+    Batch normalisation cannot train on a minibatch of one cell.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
         batch_size < 2
@@ -132,6 +125,19 @@ def check_minibatch_size(n_train: int, batch_size: int) -> bool:
             f"`batch_size` must be an integer >= 2 (batch normalisation needs two cells per "
             f"training minibatch), got {batch_size!r}."
         )
+
+
+def last_minibatch_has_one_cell(n_train: int, batch_size: int) -> bool:
+    """Whether a training set of ``n_train`` cells leaves one cell in its last minibatch.
+
+    Such a minibatch must be dropped (a different cell each epoch, since minibatches are
+    shuffled). A training set of a single cell cannot be trained at all.
+
+    Raises
+    ------
+    ValueError
+        If ``n_train == 1``.
+    """
     if n_train == 1:
         raise ValueError("The training set has a single cell: SCVIMMD needs at least two.")
     return n_train % batch_size == 1
