@@ -69,3 +69,81 @@ def label_purity(embedding: np.ndarray, labels: np.ndarray, n_neighbors: int = 3
     _, codes = np.unique(np.asarray(labels), return_inverse=True)
     neighbours = codes[_neighbours(np.asarray(embedding), n_neighbors)]
     return float((neighbours == codes[:, None]).mean())
+
+
+def exclusive_types(labels: np.ndarray, batches: np.ndarray) -> dict[str, list[str]]:
+    """The labels absent from at least one batch, each with the batches that lack it.
+
+    Parameters
+    ----------
+    labels
+        Label (cell type) of each cell.
+    batches
+        Batch of each cell.
+
+    Returns
+    -------
+    ``{label: [batches without it]}``, in sorted order; empty when every batch has every label.
+    """
+    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
+    all_batches = np.unique(batches)
+    found = {}
+    for label in np.unique(labels):
+        lacking = np.setdiff1d(all_batches, np.unique(batches[labels == label]))
+        if len(lacking):
+            found[str(label)] = [str(b) for b in lacking]
+    return found
+
+
+def exclusive_type_report(
+    embedding: np.ndarray, labels: np.ndarray, batches: np.ndarray, n_neighbors: int = 30
+) -> dict[str, float]:
+    """How well the types that some batches lack are kept apart, and how well the rest mix.
+
+    For each label that some batch lacks (:func:`exclusive_types`):
+
+    * ``purity[<label>]``: mean fraction of its cells' neighbours with the same label
+      (1 = kept apart; low = merged into other types);
+    * ``intrusion[<label>]``: the fraction of the neighbours of cells from the batches that
+      lack the label that carry it (0 = nothing of it lands among cells that cannot be it).
+
+    And ``shared_batch_mixing``: :func:`batch_mixing` among the cells of the labels that every
+    batch holds (neighbours found among those cells only). ``min_purity`` and
+    ``max_intrusion`` summarise the labels.
+
+    Parameters
+    ----------
+    embedding
+        ``(n_cells, n_dims)`` array.
+    labels
+        Label (cell type) of each cell.
+    batches
+        Batch of each cell.
+    n_neighbors
+        Neighbours per cell.
+
+    Returns
+    -------
+    A flat dict of floats (NaN for the summaries when no label is exclusive).
+    """
+    embedding = np.asarray(embedding)
+    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
+    neighbours = labels[_neighbours(embedding, n_neighbors)]
+    report: dict[str, float] = {}
+    exclusive = exclusive_types(labels, batches)
+    for label, lacking in exclusive.items():
+        own = labels == label
+        report[f"purity[{label}]"] = float((neighbours[own] == label).mean())
+        outside = np.isin(batches, lacking)
+        report[f"intrusion[{label}]"] = float((neighbours[outside] == label).mean())
+    purities = [v for k, v in report.items() if k.startswith("purity[")]
+    intrusions = [v for k, v in report.items() if k.startswith("intrusion[")]
+    report["min_purity"] = float(min(purities)) if purities else float("nan")
+    report["max_intrusion"] = float(max(intrusions)) if intrusions else float("nan")
+    shared = ~np.isin(labels, list(exclusive))
+    if shared.sum() > n_neighbors and len(np.unique(batches[shared])) > 1:
+        report["shared_batch_mixing"] = batch_mixing(embedding[shared], batches[shared],
+                                                     n_neighbors)
+    else:
+        report["shared_batch_mixing"] = float("nan")
+    return report

@@ -50,6 +50,7 @@ __all__ = [
     "random_pairs",
     "all_pairs",
     "pair_weights",
+    "kept_pair_weights",
     "n_pairs",
     "weighted_kernel_sum",
     "grouped_mmd_exact",
@@ -550,6 +551,76 @@ def pair_weights(
     return weights + torch.diag(n_pairs * within)
 
 
+def kept_pair_weights(
+    groups: torch.Tensor,
+    n_groups: int,
+    partners: torch.Tensor,
+    keep: torch.Tensor,
+    unbiased: bool = False,
+) -> torch.Tensor:
+    """Cell weights ``W`` such that ``sum_ij K_ij W_ij`` is the sum over pairs of the MMD^2
+    between the *kept* cells of the two groups.
+
+    ``keep[i, l]`` (0/1, or a weight in ``[0, 1]``) says whether cell ``i`` counts when its
+    group is compared with group ``l``. For a pair ``(k, l)`` let ``a`` be ``keep[:, l]`` on
+    the cells of ``k`` (0 elsewhere) and ``b`` be ``keep[:, k]`` on the cells of ``l``; the
+    pair's term is the MMD^2 between the ``a``- and ``b``-weighted empirical distributions,
+
+        ``a'Ka / |a|^2 + b'Kb / |b|^2 - 2 a'Kb / (|a| |b|)``     (V-statistic, eq. 5),
+
+    with ``|a| = sum(a)``: the weighted MMD of Yan et al. (2017), "Mind the Class Weight Bias:
+    Weighted Maximum Mean Discrepancy for Unsupervised Domain Adaptation", CVPR, with weights
+    per cell instead of per class. With ``unbiased`` the diagonal ``i = i'`` is left out and
+    the within-group terms are divided by ``|a|^2 - sum(a^2)`` (``c (c - 1)`` for 0/1 weights,
+    eq. 3). A pair whose groups keep no cell (fewer than two, unbiased) adds 0. With ``keep``
+    all ones this equals ``pair_weights(counts, partners)[g_i, g_j]``.
+
+    Cost: ``O(n^2 S)`` for ``S = n_groups * n_partners`` pair slots (``n_groups`` for
+    sequential pairs).
+
+    Parameters
+    ----------
+    groups
+        Group code of each cell, shape ``(n,)``.
+    n_groups
+        Number of groups.
+    partners
+        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
+    keep
+        Shape ``(n, n_groups)``; no gradient flows through it.
+    unbiased
+        Weights of the U-statistic (the caller's kernel diagonal is left out here).
+
+    Returns
+    -------
+    Symmetric tensor of shape ``(n, n)``.
+    """
+    keep = keep.detach().to(torch.get_default_dtype() if not keep.is_floating_point()
+                            else keep.dtype)
+    first = torch.arange(n_groups, device=groups.device).repeat_interleave(partners.shape[1])
+    second = partners.reshape(-1)
+    valid = second >= 0
+    second = second.clamp_min(0)
+    member = torch.nn.functional.one_hot(groups, n_groups).to(keep.dtype)  # (n, G)
+    a = member[:, first] * keep[:, second]  # (n, S): kept cells of each pair's first group
+    b = member[:, second] * keep[:, first]  # and of its second group
+    size_a, size_b = a.sum(0), b.sum(0)
+    if unbiased:
+        within_a = size_a * size_a - (a * a).sum(0)
+        within_b = size_b * size_b - (b * b).sum(0)
+    else:
+        within_a, within_b = size_a * size_a, size_b * size_b
+    ok = valid & (within_a > 0) & (within_b > 0)
+    inv_a = torch.where(ok, 1.0 / within_a.clamp_min(1e-12), 0.0)
+    inv_b = torch.where(ok, 1.0 / within_b.clamp_min(1e-12), 0.0)
+    cross = torch.where(ok, 1.0 / (size_a * size_b).clamp_min(1e-12), 0.0)
+    ab = (a * cross) @ b.T
+    weights = (a * inv_a) @ a.T + (b * inv_b) @ b.T - ab - ab.T
+    if unbiased:
+        weights.fill_diagonal_(0.0)
+    return weights
+
+
 def grouped_mmd_exact(
     z: torch.Tensor,
     groups: torch.Tensor,
@@ -557,6 +628,7 @@ def grouped_mmd_exact(
     gamma: GammaLike = 1.0,
     partners: torch.Tensor | None = None,
     unbiased: bool = False,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum of exact MMD^2 (:func:`mmd_exact`, or :func:`mmd_unbiased`) over pairs of groups.
 
@@ -584,19 +656,27 @@ def grouped_mmd_exact(
         :func:`sequential_pairs`.
     unbiased
         The U-statistic of :func:`mmd_unbiased` instead of the V-statistic.
+    keep
+        Optional ``(n, n_groups)`` weights: only the kept cells of each pair's groups are
+        compared (:func:`kept_pair_weights`). ``None``: every cell.
 
     Returns
     -------
     Tensor of shape ``(...)``; 0 when fewer than two groups are present.
     """
     groups = _check_grouped_inputs(z, groups)
-    counts = group_counts(groups, n_groups, z.dtype)
-    if partners is None:
-        partners = sequential_pairs(counts)
-    weights = pair_weights(counts, partners, unbiased)
-    cell_weights = weights[groups].index_select(1, groups)  # (n, n): W[g_i, g_j]
-    if unbiased:
-        cell_weights = cell_weights.fill_diagonal_(0.0)
+    if keep is not None:
+        if partners is None:
+            partners = sequential_pairs(group_counts(groups, n_groups, z.dtype))
+        cell_weights = kept_pair_weights(groups, n_groups, partners, keep.to(z.dtype), unbiased)
+    else:
+        counts = group_counts(groups, n_groups, z.dtype)
+        if partners is None:
+            partners = sequential_pairs(counts)
+        weights = pair_weights(counts, partners, unbiased)
+        cell_weights = weights[groups].index_select(1, groups)  # (n, n): W[g_i, g_j]
+        if unbiased:
+            cell_weights = cell_weights.fill_diagonal_(0.0)
     if isinstance(gamma, int | float):  # gamma folded into the matrix product
         neg_sq = _neg_scaled_sq_distances(z, z, float(gamma), clamp=False)
         return weighted_kernel_sum(neg_sq, cell_weights, 1.0)
@@ -679,6 +759,7 @@ def grouped_mmd(
     partners: torch.Tensor | str | None = None,
     block: torch.Tensor | None = None,
     reduction: str = "sum",
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum (or mean) of MMD^2 over pairs of groups, with the estimator named by ``mode``.
 
@@ -711,6 +792,9 @@ def grouped_mmd(
         the pull on each cell is about the same for 2 or 20 batches: each cell is in about
         ``2 P / K`` of the ``P`` pairs and its group holds about ``n / K`` of the ``n``
         cells, so its share of the term scales as ``1 / n`` like its share of the ELBO.
+    keep
+        Optional ``(n, n_groups)`` cell weights of the exact estimators: each pair compares
+        only its kept cells (:func:`kept_pair_weights`). Not with ``"fast"``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
@@ -723,8 +807,11 @@ def grouped_mmd(
         counts = group_counts(groups, n_groups, torch.long)
         partners = PAIRINGS[partners](counts, block=block)
     if mode in ("normal", "unbiased"):
-        value = grouped_mmd_exact(z, groups, n_groups, gamma, partners, mode == "unbiased")
+        value = grouped_mmd_exact(z, groups, n_groups, gamma, partners, mode == "unbiased",
+                                  keep=keep)
     elif mode == "fast":
+        if keep is not None:
+            raise ValueError("`keep` needs an exact estimator (mode 'normal' or 'unbiased').")
         value = grouped_mmd_linear(z, groups, n_groups, gamma, partners)
     else:
         raise ValueError(f"`mode` must be 'normal', 'unbiased' or 'fast', got {mode!r}.")

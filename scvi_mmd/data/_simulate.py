@@ -19,6 +19,7 @@ def simulate_batches(
     dispersion: float = 5.0,
     library_size: float = 3000.0,
     type_only_in_batch: dict[int, int] | None = None,
+    type_in_batches: dict[int, list[int]] | None = None,
     seed: int = 0,
 ) -> anndata.AnnData:
     """Simulate negative-binomial counts from cell-type programs times per-batch gene factors.
@@ -67,12 +68,23 @@ def simulate_batches(
     rng = np.random.default_rng(seed)
     batch = np.arange(n_cells) % n_batches
     cell_type = rng.integers(0, n_cell_types, n_cells)
-    for t, b in (type_only_in_batch or {}).items():
-        if not (0 <= t < n_cell_types and 0 <= b < n_batches):
-            raise ValueError(f"`type_only_in_batch` entry {t}: {b} is out of range.")
-        elsewhere = (cell_type == t) & (batch != b)
-        others = [u for u in range(n_cell_types) if u != t]
-        cell_type[elsewhere] = rng.choice(others, elsewhere.sum())
+    restricted = {t: [b] for t, b in (type_only_in_batch or {}).items()}
+    restricted.update({t: list(bs) for t, bs in (type_in_batches or {}).items()})
+    for t, bs in restricted.items():
+        if not (0 <= t < n_cell_types and bs and all(0 <= b < n_batches for b in bs)):
+            raise ValueError(f"Cell type {t} in batches {bs}: out of range.")
+    for t, bs in restricted.items():
+        elsewhere = (cell_type == t) & ~np.isin(batch, bs)
+        # redraw among the types allowed in each batch (one draw when that is the same set)
+        allowed = {b: [u for u in range(n_cell_types) if u != t and b in restricted.get(u, [b])]
+                   for b in np.unique(batch[elsewhere])}
+        if len({tuple(a) for a in allowed.values()}) <= 1:
+            others = next(iter(allowed.values()), [])
+            cell_type[elsewhere] = rng.choice(others, elsewhere.sum()) if others else t
+            continue
+        for b, others in allowed.items():
+            cells = elsewhere & (batch == b)
+            cell_type[cells] = rng.choice(others, cells.sum())
 
     log_base = rng.normal(0.0, 1.0, n_genes)
     log_type = np.zeros((n_cell_types, n_genes))

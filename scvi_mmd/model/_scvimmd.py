@@ -14,6 +14,12 @@ import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
+from scvi_mmd.model._auto import (
+    AUTO_CURVE_POINTS,
+    AUTO_WEIGHT_RANGE,
+    WeightChoice,
+    choose_mmd_weight,
+)
 from scvi_mmd.model._validation import (
     check_counts,
     check_batch_size,
@@ -63,7 +69,9 @@ class SCVIMMD(SCVI):
         on it; afterwards :meth:`get_latent_representation`, :meth:`get_normalized_expression`
         and :meth:`get_mmd_loss` take ``mmd_weight=w`` for any ``w`` in the range (default:
         :attr:`mmd_weight_default`, the geometric middle), and :meth:`get_mmd_curve` gives
-        the trade-off curve over the range.
+        the trade-off curve over the range. ``"auto"``: the range ``(0.1, 1000)``, and after
+        :meth:`train` the default weight is chosen from the curve without labels
+        (:meth:`choose_mmd_weight`).
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
         or ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the scale of
@@ -86,6 +94,18 @@ class SCVIMMD(SCVI):
         ``"mean"`` (default): the MMD compares posterior means (the latent representation);
         ``"sample"``: sampled ``z`` (the original design; at large weights it can lower the
         MMD by hiding batch differences in the posterior noise, so mixing falls).
+    mmd_guard
+        The label-free guard against over-correction: each batch pair's MMD compares only the
+        cells that have a mutual nearest neighbour in the other batch within the minibatch
+        (Haghverdi et al., 2018, Nature Biotechnology), so a cell type that some batches lack
+        is not pulled onto other types, while shared types are aligned as with the plain MMD
+        (:class:`~scvi_mmd.module.MutualNeighbourGuard`). ``None`` (default): on with the
+        exact estimators (``"normal"``, ``"unbiased"``); off with ``"fast"`` (it needs the
+        ``n x n`` distances the fast estimator avoids) and with ``mmd_conditional`` (labels
+        win). ``False``: the plain MMD over all cells (the original design).
+    mmd_guard_neighbors
+        ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch; larger lets
+        more cells into the MMD (towards the plain MMD).
     mmd_ddp_gather
         With ``devices > 1`` (DDP): gather all processes' latent codes before the MMD, so pairs
         see more cells; ``False`` (default): each process uses its own minibatch.
@@ -131,7 +151,7 @@ class SCVIMMD(SCVI):
         adata: AnnData | None = None,
         registry: dict | None = None,
         mmd_mode: Literal["normal", "unbiased", "fast"] = "normal",
-        mmd_weight: float | tuple[float, float] = 1.0,
+        mmd_weight: float | tuple[float, float] | Literal["auto"] = 1.0,
         mmd_kernel_gamma: float | Literal["median"] = 1.0,
         mmd_kernel_scales: list[float] | None = None,
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
@@ -140,6 +160,8 @@ class SCVIMMD(SCVI):
         mmd_reference_size: int = 0,
         mmd_pair_reduction: Literal["mean", "sum"] = "mean",
         mmd_latent: Literal["mean", "sample"] = "mean",
+        mmd_guard: bool | None = None,
+        mmd_guard_neighbors: int = 3,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -150,8 +172,12 @@ class SCVIMMD(SCVI):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
-                          mmd_reference_size, mmd_pair_reduction, mmd_latent)
+        self.mmd_weight_auto = isinstance(mmd_weight, str) and mmd_weight == "auto"
+        module_weight = AUTO_WEIGHT_RANGE if self.mmd_weight_auto else mmd_weight
+        validate_mmd_args(mmd_mode, module_weight, mmd_kernel_gamma, mmd_kernel_scales,
+                          mmd_pairs, mmd_reference_size, mmd_pair_reduction, mmd_latent,
+                          mmd_guard, mmd_conditional)
+        self.mmd_weight_choice: WeightChoice | None = None
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata,
@@ -165,7 +191,7 @@ class SCVIMMD(SCVI):
             use_observed_lib_size=use_observed_lib_size,
             latent_distribution=latent_distribution,
             mmd_mode=mmd_mode,
-            mmd_weight=mmd_weight,
+            mmd_weight=module_weight,
             mmd_kernel_gamma=mmd_kernel_gamma,
             mmd_kernel_scales=mmd_kernel_scales,
             mmd_pairs=mmd_pairs,
@@ -175,6 +201,8 @@ class SCVIMMD(SCVI):
             mmd_reference_size=mmd_reference_size,
             mmd_pair_reduction=mmd_pair_reduction,
             mmd_latent=mmd_latent,
+            mmd_guard=mmd_guard,
+            mmd_guard_neighbors=mmd_guard_neighbors,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -191,7 +219,7 @@ class SCVIMMD(SCVI):
             f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
             f"mmd_pairs: {mmd_pairs}, mmd_pair_reduction: {mmd_pair_reduction}, "
             f"mmd_latent: {mmd_latent}, "
-            f"mmd_conditional: {mmd_conditional}."
+            f"mmd_conditional: {mmd_conditional}, mmd_guard: {self.module.mmd_guard}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())
@@ -343,7 +371,7 @@ class SCVIMMD(SCVI):
             if last_minibatch_has_one_cell(n_train, batch_size):
                 logger.info("The last training minibatch would hold one cell: it is dropped.")
                 datasplitter_kwargs["drop_last"] = True
-        return super().train(
+        result = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
             train_size=train_size,
@@ -352,6 +380,9 @@ class SCVIMMD(SCVI):
             datamodule=datamodule,
             **kwargs,
         )
+        if self.mmd_weight_auto and self.adata is not None:
+            self.choose_mmd_weight()
+        return result
 
     def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
         """Size of the training set, as scvi-tools' data splitter will compute it."""
@@ -514,10 +545,54 @@ class SCVIMMD(SCVI):
 
     @property
     def mmd_weight_default(self) -> float:
-        """The weight used when none is given (a loss-conditional model's can be set)."""
+        """The weight used when none is given (a loss-conditional model's can be set with
+        :meth:`choose_mmd_weight`)."""
         if not self.is_loss_conditional:
             return self.module.mmd_weight
         return self.module.weight_conditioning.default_weight
+
+    def choose_mmd_weight(
+        self,
+        curve: pd.DataFrame | None = None,
+        share: float = 0.9,
+        n_weights: int = AUTO_CURVE_POINTS,
+        set_default: bool = True,
+        **curve_kwargs,
+    ) -> WeightChoice:
+        """Choose the weight of a loss-conditional model without labels.
+
+        The smallest weight at which ``L_mmd`` has made ``share`` of the largest fall it
+        makes over the range (:func:`scvi_mmd.model.choose_mmd_weight`): past it, more
+        weight buys little alignment. Called by :meth:`train` for ``mmd_weight="auto"``.
+
+        Parameters
+        ----------
+        curve
+            A curve from :meth:`get_mmd_curve`; ``None``: computed with ``n_weights`` points.
+        share
+            Part of the largest fall of ``L_mmd`` the chosen weight must reach, in ``(0, 1]``.
+        n_weights
+            Points of the curve when it is computed here.
+        set_default
+            Make the chosen weight :attr:`mmd_weight_default` (saved with the model).
+        **curve_kwargs
+            Other arguments of :meth:`get_mmd_curve`.
+
+        Returns
+        -------
+        :class:`~scvi_mmd.model.WeightChoice` (also in :attr:`mmd_weight_choice`, with the
+        curve in :attr:`mmd_curve_`).
+        """
+        if not self.is_loss_conditional:
+            raise ValueError("Choosing the weight needs a loss-conditional model: train with "
+                             "`mmd_weight=(low, high)` or `mmd_weight='auto'`.")
+        if curve is None:
+            curve = self.get_mmd_curve(n_weights=n_weights, **curve_kwargs)
+        choice = choose_mmd_weight(curve, share)
+        if set_default:
+            self.module.weight_conditioning.set_default_weight(choice.weight)
+        self.mmd_weight_choice, self.mmd_curve_ = choice, curve
+        return choice
 
     def at_mmd_weight(self, mmd_weight: float | None):
         """Context manager: inside it, every method of the model uses ``mmd_weight``.

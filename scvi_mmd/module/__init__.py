@@ -1,4 +1,5 @@
 from ._conditioning import WeightConditioning
+from ._guard import MutualNeighbourGuard
 from ._mmdvae import MMDVAE
 
-__all__ = ["MMDVAE", "WeightConditioning"]
+__all__ = ["MMDVAE", "MutualNeighbourGuard", "WeightConditioning"]

@@ -73,12 +73,33 @@ class WeightConditioning(nn.Module):
         self.low, self.high = float(low), float(high)
         self.encoder_film = FiLM(n_hidden)
         self.decoder_film = FiLM(n_hidden)
+        # saved with the model: the weight used when none is asked for
+        self.register_buffer("default_mmd_weight",
+                             torch.tensor(self.middle_weight, dtype=torch.float64))
         self.current_weight: float = self.default_weight  # the weight the networks see now
 
     @property
-    def default_weight(self) -> float:
-        """Geometric middle of the range, used when no weight is asked for."""
+    def middle_weight(self) -> float:
+        """Geometric middle of the range."""
         return math.sqrt(self.low * self.high)
+
+    @property
+    def default_weight(self) -> float:
+        """The weight used when none is asked for: the middle of the range unless set."""
+        return float(self.default_mmd_weight)
+
+    def set_default_weight(self, weight: float) -> None:
+        """Make ``weight`` (in the trained range) the default, and the current weight."""
+        self.default_mmd_weight.fill_(self.check(weight))
+        self.current_weight = self.default_weight
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # models saved before the default was stored keep the middle of the range
+        state_dict.setdefault(prefix + "default_mmd_weight", self.default_mmd_weight.clone())
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self.current_weight = self.default_weight
 
     def attach(self, vae: nn.Module) -> None:
         """Modulate the hidden layers of ``vae.z_encoder`` and ``vae.decoder`` (forward hooks)."""
@@ -99,7 +120,7 @@ class WeightConditioning(nn.Module):
         the top ``w_mid (ELBO / w + L_mmd)``, and changes no weight's optimum (a positive
         factor per weight).
         """
-        return 1.0 / (1.0 + float(weight) / self.default_weight)
+        return 1.0 / (1.0 + float(weight) / self.middle_weight)
 
     def code(self, like: torch.Tensor) -> torch.Tensor:
         """``t = log(w / low) / log(high / low)`` of the current weight, on ``like``'s device."""

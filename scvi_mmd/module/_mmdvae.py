@@ -14,6 +14,7 @@ from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
+from scvi_mmd.module._guard import MutualNeighbourGuard
 
 MMD_MODES = ("normal", "unbiased", "fast")
 PAIR_REDUCTIONS = ("mean", "sum")
@@ -34,6 +35,8 @@ def validate_mmd_args(
     mmd_reference_size: int = 0,
     mmd_pair_reduction: str = "mean",
     mmd_latent: str = "mean",
+    mmd_guard: bool | None = None,
+    mmd_conditional: bool = False,
 ) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
@@ -55,7 +58,21 @@ def validate_mmd_args(
         ``"mean"`` or ``"sum"``.
     mmd_latent
         ``"mean"`` or ``"sample"``.
+    mmd_guard
+        ``None``, ``True`` or ``False``; ``True`` needs an exact estimator and no
+        ``mmd_conditional``.
+    mmd_conditional
+        Whether the label-aware MMD is used.
     """
+    if mmd_guard is not None and not isinstance(mmd_guard, bool):
+        raise ValueError(f"`mmd_guard` must be True, False or None, got {mmd_guard!r}.")
+    if mmd_guard and mmd_mode == "fast":
+        raise ValueError("`mmd_guard=True` needs an exact estimator (`mmd_mode` 'normal' or "
+                         "'unbiased'): the guard's matches need the n x n distances that the "
+                         "fast estimator avoids.")
+    if mmd_guard and mmd_conditional:
+        raise ValueError("`mmd_guard=True` and `mmd_conditional=True` exclude each other: with "
+                         "labels, the label-aware MMD already compares like with like.")
     if mmd_latent not in MMD_LATENTS:
         raise ValueError(f"`mmd_latent` must be one of {MMD_LATENTS}, got {mmd_latent!r}.")
     if mmd_pair_reduction not in PAIR_REDUCTIONS:
@@ -178,6 +195,15 @@ class MMDVAE(VAE):
         cell-type compositions are not pulled onto each other. Needs ``n_labels >= 1``.
     mmd_unlabeled_code
         Label code of unlabeled cells, ignored by the conditional MMD; ``None``: all labelled.
+    mmd_guard
+        The label-free guard against over-correction
+        (:class:`~scvi_mmd.module.MutualNeighbourGuard`): each batch pair's MMD compares only
+        the cells that have a mutual nearest neighbour in the other batch of the minibatch
+        (Haghverdi et al., 2018), so a cell type that one batch lacks is not pulled onto other
+        types. ``None`` (default): on with the exact estimators, off with ``"fast"`` (it needs
+        the ``n x n`` distances) and with ``mmd_conditional`` (labels win).
+    mmd_guard_neighbors
+        ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
     mmd_ddp_gather
         Under distributed data parallel training (several processes), gather the latent codes
         of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
@@ -209,10 +235,13 @@ class MMDVAE(VAE):
         mmd_reference_size: int = 0,
         mmd_pair_reduction: str = "mean",
         mmd_latent: str = "mean",
+        mmd_guard: bool | None = None,
+        mmd_guard_neighbors: int = 3,
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
-                          mmd_reference_size, mmd_pair_reduction, mmd_latent)
+                          mmd_reference_size, mmd_pair_reduction, mmd_latent, mmd_guard,
+                          mmd_conditional)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
         self.mmd_pair_reduction = mmd_pair_reduction
@@ -234,6 +263,9 @@ class MMDVAE(VAE):
         )
         self.mmd_pairs = mmd_pairs
         self.mmd_conditional = bool(mmd_conditional)
+        if mmd_guard is None:
+            mmd_guard = mmd_mode != "fast" and not self.mmd_conditional
+        self.mmd_guard = MutualNeighbourGuard(mmd_guard_neighbors) if mmd_guard else None
         self.mmd_unlabeled_code = mmd_unlabeled_code
         self.mmd_ddp_gather = bool(mmd_ddp_gather)
         self.mmd_reference_size = int(mmd_reference_size)
@@ -323,6 +355,7 @@ class MMDVAE(VAE):
             return grouped_mmd(
                 z, batch_index, self.n_batch + 1, mode=self.mmd_mode, gamma=self.mmd_gamma(z),
                 partners=self.mmd_pairs, block=block, reduction=self.mmd_pair_reduction,
+                keep=self._guard_keep(z, batch_index, self.n_batch + 1),
             ).mean()
         if self.mmd_conditional:
             if labels is None:
@@ -348,8 +381,12 @@ class MMDVAE(VAE):
             gamma=self.mmd_gamma(z),
             partners=partners,
             reduction=self.mmd_pair_reduction,
+            keep=self._guard_keep(z, batch_index, self.n_batch),
         )
         return value.mean()
+
+    def _guard_keep(self, z, batch_index, n_groups) -> torch.Tensor | None:
+        return None if self.mmd_guard is None else self.mmd_guard.keep(z, batch_index, n_groups)
 
     @unsupported_if_adata_minified
     def loss(

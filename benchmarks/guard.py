@@ -1,0 +1,160 @@
+"""The label-free guard and the automatic weight: plain vs guarded MMD, and the default.
+
+Usage::
+
+    python benchmarks/guard.py sim --seeds 0,1,2     # 3 batches, one type in one batch only
+    python benchmarks/guard.py hard --seeds 0,1,2    # 4 batches, two types in two batches each,
+                                                     # strong gene-wise batch effect
+    python benchmarks/guard.py kang --seeds 0,1,2    # ../shared/data/kang_pbmc_ifnb.h5ad
+
+Per seed, on the same genes, epochs and seed:
+
+* ``SCVI`` (weight 0);
+* ``plain`` and ``guarded`` SCVIMMD (``mmd_guard=False`` / ``True``), fixed weights
+  ``--weights``, recommended kernel (median bandwidth, scales 0.25-4);
+* ``conditional guarded``: one loss-conditional model over ``--range`` with the guard, read at
+  ``--weights`` (the top of the range is the top of the documented knob);
+* ``default (auto)``: what ``scvi-mmd integrate`` does with no flag: the guarded conditional
+  model with ``mmd_weight="auto"`` chooses the weight from its label-free curve, then a guarded
+  fixed-weight fit at that weight gives the latent (``auto, one training`` is the conditional
+  model's own latent at the chosen weight).
+
+All embeddings of a seed are scored in ONE scib-metrics Benchmarker call; plus, per
+embedding, kNN batch mixing, the kNN purity of each type some batch lacks, the share of the
+neighbours of cells from the batches lacking it that carry it ("intrusion"), and kNN batch
+mixing among the cells of shared types (:func:`scvi_mmd.metrics.exclusive_type_report`).
+Only the public API is used; results go to ``benchmarks/results/guard/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.getLogger("scvi").setLevel(logging.ERROR)
+
+import anndata  # noqa: E402
+import pandas as pd  # noqa: E402
+import scvi  # noqa: E402
+
+from scvi_mmd import SCVIMMD  # noqa: E402
+from scvi_mmd.benchmark import fit_pca, score, select_genes  # noqa: E402
+from scvi_mmd.data import simulate_batches  # noqa: E402
+from scvi_mmd.metrics import batch_mixing, exclusive_type_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+KANG = ROOT.parent.parent / "shared" / "data" / "kang_pbmc_ifnb.h5ad"
+OUT = ROOT / "results" / "guard"
+KERNEL = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
+EPOCHS = {"kang": 100, "sim": 60, "hard": 60}
+WEIGHTS = {"kang": "100,1000", "sim": "10,100,1000", "hard": "10,100,1000"}
+
+
+def load(dataset: str, seed: int):
+    """(AnnData with counts in X and a lognorm layer, batch key, labels key)."""
+    if dataset == "kang":
+        if not KANG.exists():
+            raise SystemExit(f"{KANG} not found")
+        adata = anndata.read_h5ad(KANG)
+        return select_genes(adata, "batch", n_top_genes=2000), "batch", "cell_type"
+    if dataset == "sim":  # the simulation of benchmarks/knob.py
+        adata = simulate_batches(n_cells=2000, n_genes=500, n_batches=3, n_cell_types=5,
+                                 batch_effect=0.5, type_effect=1.0, type_only_in_batch={4: 0},
+                                 seed=seed)
+    else:  # harder: 4 batches, two types in two batches each, strong gene-wise batch effect
+        adata = simulate_batches(n_cells=2400, n_genes=500, n_batches=4, n_cell_types=6,
+                                 batch_effect=1.0, type_effect=1.0,
+                                 type_in_batches={4: [0, 1], 5: [1, 2]}, seed=seed)
+    return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
+
+
+def fit(adata, batch_key, seed, epochs, **kwargs):
+    scvi.settings.seed = seed
+    data = adata.copy()
+    SCVIMMD.setup_anndata(data, batch_key=batch_key)
+    model = SCVIMMD(data, **kwargs)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, enable_progress_bar=False, check_val_every_n_epoch=epochs)
+    return model, time.perf_counter() - start
+
+
+def run(args) -> pd.DataFrame:
+    weights = [float(w) for w in (args.weights or WEIGHTS[args.dataset]).split(",")]
+    low, high = (float(v) for v in args.range.split(":"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{args.dataset}.csv"
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        adata, batch_key, labels_key = load(args.dataset, seed)
+        epochs = args.epochs or EPOCHS[args.dataset]
+        fit_pca(adata)
+        keys = []
+
+        def record(key, method, weight, latent, seconds, **extra):
+            adata.obsm[key] = latent
+            keys.append(key)
+            report = exclusive_type_report(latent, adata.obs[labels_key], adata.obs[batch_key])
+            rows.append({"dataset": args.dataset, "seed": seed, "method": method,
+                         "mmd_weight": weight, "max_epochs": epochs, "fit_seconds": seconds,
+                         "embedding": key,
+                         "knn_batch_mixing": batch_mixing(latent, adata.obs[batch_key]),
+                         **report, **extra})
+            print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=False),
+                  flush=True)
+
+        model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=0.0)
+        record("X_scvi", "SCVI", 0.0, model.get_latent_representation(), seconds)
+        for w in weights:
+            for guard in (False, True):
+                model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=w,
+                                     mmd_guard=guard, **KERNEL)
+                name = "guarded" if guard else "plain"
+                record(f"X_{name}_{w:g}", name, w, model.get_latent_representation(), seconds)
+        auto, auto_seconds = fit(adata, batch_key, seed, epochs, mmd_weight="auto", **KERNEL)
+        choice = auto.mmd_weight_choice
+        curve = auto.mmd_curve_.assign(dataset=args.dataset, seed=seed)
+        curve.to_csv(OUT / f"curve_{args.dataset}_s{seed}.csv", index=False)
+        conditional = auto
+        if (low, high) != auto.mmd_weight_range:
+            conditional, auto_seconds = fit(adata, batch_key, seed, epochs,
+                                            mmd_weight=(low, high), **KERNEL)
+        for w in weights:
+            record(f"X_cond_{w:g}", "conditional guarded", w,
+                   conditional.get_latent_representation(mmd_weight=w), auto_seconds)
+        record("X_auto_one", "auto, one training", choice.weight,
+               auto.get_latent_representation(), auto_seconds, reason=choice.reason)
+        model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=choice.weight, **KERNEL)
+        record("X_default", "default (auto)", choice.weight, model.get_latent_representation(),
+               auto_seconds + seconds, reason=choice.reason)
+        if not args.no_scib:
+            table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
+            for row in rows:
+                if row["seed"] == seed:
+                    for column in ("Batch correction", "Bio conservation", "Total"):
+                        row[column] = float(table.loc[row["embedding"], column])
+        pd.DataFrame(rows).to_csv(path, index=False)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dataset", choices=["sim", "hard", "kang"])
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--weights", default=None, help="fixed weights (comma-separated)")
+    parser.add_argument("--range", default="0.1:1000", help="LOW:HIGH of the conditional model")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--no-scib", action="store_true", help="skip scib-metrics")
+    args = parser.parse_args(argv)
+    table = run(args)
+    cols = [c for c in ("Batch correction", "Bio conservation", "Total", "knn_batch_mixing",
+                        "min_purity", "max_intrusion", "shared_batch_mixing") if c in table]
+    print(table.groupby(["method", "mmd_weight"], sort=False)[cols].mean().round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()

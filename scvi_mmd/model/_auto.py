@@ -1,0 +1,102 @@
+"""Choosing the weight of the knob without labels, from the one-training curve.
+
+A loss-conditional model (``mmd_weight=(low, high)``) gives the latent space at every weight of
+its range, and :func:`~scvi_mmd.model.mmd_curve` measures, at each weight, ``L_mmd``: the
+discrepancy between the batches' latent codes that the MMD term penalises (with the guard, only
+between cells that have a counterpart in the other batch). Raising the weight lowers it until
+the networks cannot align the batches further; past that point more weight buys little
+alignment, and what it still changes is the rest of the latent space. The automatic weight is
+the first point of diminishing returns: the smallest weight at which ``L_mmd`` has fallen by
+``share`` (default 90 %) of the largest fall the range gives, interpolated in log weight
+between the points of the curve.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+AUTO_WEIGHT_RANGE = (0.1, 1000.0)
+"""The range ``mmd_weight="auto"`` trains over (the documented range of the knob)."""
+AUTO_CURVE_POINTS = 9
+"""Points of the curve ``mmd_weight="auto"`` evaluates (two per decade of the range)."""
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """An automatically chosen weight and why.
+
+    Attributes
+    ----------
+    weight
+        The chosen ``mmd_weight``.
+    rule
+        The rule's name and setting.
+    reason
+        One sentence with the numbers behind the choice.
+    """
+
+    weight: float
+    rule: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        """``{"weight", "rule", "reason"}`` (for ``AnnData.uns``)."""
+        return {"weight": self.weight, "rule": self.rule, "reason": self.reason}
+
+
+def choose_mmd_weight(
+    curve: pd.DataFrame, share: float = 0.9, min_fall: float = 0.05
+) -> WeightChoice:
+    """The smallest weight of a curve at which ``L_mmd`` has made ``share`` of its largest fall.
+
+    Parameters
+    ----------
+    curve
+        A table with columns ``mmd_weight`` and ``mmd_loss`` (as from
+        :meth:`~scvi_mmd.SCVIMMD.get_mmd_curve`), at least one row.
+    share
+        In ``(0, 1]``: the part of the largest fall of ``L_mmd`` over the curve (from its
+        lowest weight to its minimum) that the chosen weight must reach; ``1`` picks the
+        minimum of ``L_mmd``.
+    min_fall
+        If ``L_mmd`` falls by less than this fraction of its value at the lowest weight, the
+        knob has nothing to align (no batch effect, or a single batch) and the lowest weight
+        is chosen.
+
+    Returns
+    -------
+    :class:`WeightChoice`.
+    """
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ValueError(f"`share` must be a number in (0, 1], got {share!r}.")
+    missing = {"mmd_weight", "mmd_loss"} - set(curve.columns)
+    if missing:
+        raise ValueError(f"The curve lacks the column(s) {sorted(missing)}.")
+    curve = curve.sort_values("mmd_weight")
+    weights = curve["mmd_weight"].to_numpy(dtype=float)
+    loss = curve["mmd_loss"].to_numpy(dtype=float)
+    if len(weights) == 0 or not (np.isfinite(weights).all() and np.isfinite(loss).all()):
+        raise ValueError("The curve must have at least one row and finite values.")
+    rule = f"smallest weight reaching {share:.0%} of the largest fall of L_mmd"
+    start, lowest = loss[0], loss.min()
+    if not start - lowest > min_fall * abs(start):
+        return WeightChoice(float(weights[0]), rule,
+                            f"L_mmd falls by less than {min_fall:.0%} over the range ({start:.4g}"
+                            f" at weight {weights[0]:g}, {lowest:.4g} at least): nothing for "
+                            "the knob to align, so the lowest weight.")
+    target = start - share * (start - lowest)
+    after = int(np.flatnonzero(loss <= target)[0])
+    weight = float(weights[after])
+    if after > 0 and loss[after] < loss[after - 1]:  # interpolate in log weight
+        fraction = (loss[after - 1] - target) / (loss[after - 1] - loss[after])
+        log_w = math.log(weights[after - 1]) + fraction * (
+            math.log(weights[after]) - math.log(weights[after - 1]))
+        weight = float(math.exp(log_w))
+    reason = (f"L_mmd falls from {start:.4g} (weight {weights[0]:g}) to at least {lowest:.4g} "
+              f"(weight {weights[int(loss.argmin())]:g}); weight {weight:.3g} reaches "
+              f"{share:.0%} of that fall ({target:.4g}).")
+    return WeightChoice(weight, rule, reason)
