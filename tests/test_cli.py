@@ -59,11 +59,32 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert (result.var_names == original.var_names).all()  # all genes kept, not only HVGs
     assert (result.X != original.X).nnz == 0
     assert result.obs.equals(original.obs)
-    assert {p.name for p in plots.iterdir()} == {"training_curves.png", "umap.png"}
+    # the default: the guard and the automatic weight from one loss-conditional training
+    record = result.uns["scvi_mmd"]
+    assert record["mmd_weight"] == "auto" and bool(record["mmd_guard"])
+    assert list(record["mmd_weight_range"]) == [0.1, 1000.0]
+    assert record["auto"]["weight"] == pytest.approx(record["latent_mmd_weight"])
+    assert 0.1 <= record["auto"]["weight"] <= 1000.0 and "L_mmd" in record["auto"]["reason"]
+    assert "automatic weight" in stdout and "guard against over-correction: on" in stdout
+    assert {p.name for p in plots.iterdir()} == {
+        "training_curves.png", "umap.png", "knob_curve.csv", "knob_curve.png",
+        "umap_grid_batch.png", "umap_grid_cell_type.png"}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     model = SCVIMMD.load(str(model_dir))
     assert model.module.mmd_kernel_gamma == "median"
+    assert model.mmd_weight_default == pytest.approx(record["auto"]["weight"])
+
+
+def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", *FAST, "--mmd-weight",
+                     "100", "--no-guard", "-o", str(out)])
+    assert code == 0
+    assert "guard against over-correction: off" in capsys.readouterr().out
+    record = anndata.read_h5ad(out).uns["scvi_mmd"]
+    assert record["mmd_weight"] == 100.0 and not record["mmd_guard"]
+    assert "auto" not in record and "curve" not in record
 
 
 def test_integrate_weight_range_trains_once_and_writes_the_curve(h5ad, tmp_path, capsys):
@@ -84,7 +105,9 @@ def test_integrate_weight_range_trains_once_and_writes_the_curve(h5ad, tmp_path,
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--latent-weight", "10"], "only with --mmd-weight LOW:HIGH"),
+    [(["--mmd-weight", "10", "--latent-weight", "10"], "only with --mmd-weight LOW:HIGH"),
+     (["--latent-weight", "2000"], "outside --mmd-weight 0.1:1000"),
+     (["--mmd-mode", "fast", "--guard"], "exact estimator"),
      (["--mmd-weight", "1:100", "--latent-weight", "1000"], "outside --mmd-weight 1:100")],
 )
 def test_latent_weight_errors(h5ad, tmp_path, capsys, args, message):

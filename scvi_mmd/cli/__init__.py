@@ -59,12 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="highly variable genes to train on, seurat_v3 per batch; "
                            "0 = all genes (default: 2000)")
     integrate.add_argument("--mmd-weight", type=weight_or_range_arg, default=DEFAULT_WEIGHT,
-                           help="weight of the MMD term, or LOW:HIGH to train one "
-                           "loss-conditional model for the whole range and write the curve "
-                           f"(default: {DEFAULT_WEIGHT:g})")
+                           help="'auto' (default): one loss-conditional training over 0.1:1000 "
+                           "and the weight chosen from its label-free curve (recorded in "
+                           "uns['scvi_mmd']['auto']); LOW:HIGH: one loss-conditional training "
+                           "over that range, written with its curve; or one fixed weight")
     integrate.add_argument("--latent-weight", type=weight_arg, default=None,
-                           help="with --mmd-weight LOW:HIGH, the weight whose latent is written "
-                           "(default: the geometric middle of the range)")
+                           help="with a range (or auto), the weight whose latent is written "
+                           "(default: the automatic choice for auto, else the geometric middle "
+                           "of the range)")
+    integrate.add_argument("--guard", action=argparse.BooleanOptionalAction, default=None,
+                           help="the label-free guard against over-correction: each batch "
+                           "pair's MMD compares only cells with a mutual nearest neighbour in "
+                           "the other batch (default: on, except with --label-aware or "
+                           "--mmd-mode fast)")
     integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
                            default="normal", help="MMD estimator (default: normal)")
     integrate.add_argument("--mmd-kernel-gamma", type=gamma_arg, default="median",

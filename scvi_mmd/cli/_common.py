@@ -12,7 +12,7 @@ LATENT_KEY = "X_scvi_mmd"
 DEMO_EPOCHS = 40
 # The command line's defaults: a median-heuristic, multi-scale kernel, whose strength follows
 # the scale of the latent space (gamma = 1 on a 10-d latent barely acts below weights ~1e3).
-DEFAULT_WEIGHT = 100.0
+DEFAULT_WEIGHT = "auto"
 DEFAULT_SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 
 
@@ -30,8 +30,11 @@ def weight_arg(text: str) -> float:
     return value
 
 
-def weight_or_range_arg(text: str) -> float | tuple[float, float]:
-    """A weight ``W`` or a range ``LOW:HIGH`` (``0 < LOW < HIGH``) for one conditional training."""
+def weight_or_range_arg(text: str) -> float | tuple[float, float] | str:
+    """A weight ``W``, a range ``LOW:HIGH`` (``0 < LOW < HIGH``) for one conditional training,
+    or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
     if ":" not in text:
         return weight_arg(text)
     low, _, high = text.partition(":")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scvi_mmd.model import AUTO_WEIGHT_RANGE
+
 from ._common import (
     DEMO_EPOCHS,
     LATENT_KEY,
@@ -39,11 +41,12 @@ def integrate(args) -> int:
         raise InputError("--label-aware needs --labels-key")
     if args.unlabeled_category is not None and not args.label_aware:
         raise InputError("--unlabeled-category applies only with --label-aware")
-    conditional = isinstance(args.mmd_weight, tuple)
+    auto = args.mmd_weight == "auto"
+    conditional = auto or isinstance(args.mmd_weight, tuple)
     if args.latent_weight is not None:
         if not conditional:
-            raise InputError("--latent-weight applies only with --mmd-weight LOW:HIGH")
-        low, high = args.mmd_weight
+            raise InputError("--latent-weight applies only with --mmd-weight LOW:HIGH or auto")
+        low, high = AUTO_WEIGHT_RANGE if auto else args.mmd_weight
         if not low <= args.latent_weight <= high:
             raise InputError(f"--latent-weight {args.latent_weight:g} is outside --mmd-weight "
                              f"{low:g}:{high:g}")
@@ -76,6 +79,7 @@ def integrate(args) -> int:
             mmd_kernel_gamma=args.mmd_kernel_gamma,
             mmd_kernel_scales=args.mmd_kernel_scales,
             mmd_pairs=args.mmd_pairs,
+            mmd_guard=args.guard,
         )
     except ValueError as error:
         raise InputError(str(error)) from None
@@ -86,6 +90,7 @@ def integrate(args) -> int:
         accelerator=args.accelerator,
         check_val_every_n_epoch=1,
     )
+    choice = model.mmd_weight_choice  # the automatic choice (auto only)
     chosen = model.mmd_weight_default if args.latent_weight is None else args.latent_weight
     latent = model.get_latent_representation(mmd_weight=chosen if conditional else None)
     curve = knob_curve_table(model, chosen, labels_key, adata) if conditional else None
@@ -97,7 +102,8 @@ def integrate(args) -> int:
     if plots_dir is not None:
         written += training_and_umap(model, adata, latent, batch_key, labels_key, plots_dir)
     if plots_dir is not None and conditional:
-        written += knob_plots(model, adata, curve, chosen, batch_key, labels_key, plots_dir)
+        written += knob_plots(model, adata, curve, chosen, batch_key, labels_key, plots_dir,
+                              choice)
     if out is not None:
         result = adata  # a fresh read of INPUT (or the demo data): write a copy with the latent
         result.obsm[LATENT_KEY] = latent.astype(np.float32)
@@ -105,8 +111,11 @@ def integrate(args) -> int:
             "mmd_mode": args.mmd_mode,
             "mmd_conditional": bool(args.label_aware),
             "labels_key": str(labels_key) if args.label_aware else "",
-            "mmd_weight": list(args.mmd_weight) if conditional else args.mmd_weight,
+            "mmd_weight": "auto" if auto else (
+                list(args.mmd_weight) if conditional else args.mmd_weight),
+            "mmd_weight_range": list(model.mmd_weight_range),
             "latent_mmd_weight": float(chosen),
+            "mmd_guard": model.module.mmd_guard is not None,
             "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
             "mmd_kernel_scales": str(args.mmd_kernel_scales),
             "mmd_pairs": args.mmd_pairs,
@@ -117,29 +126,44 @@ def integrate(args) -> int:
         }
         if curve is not None:  # the knob's curve from the one training, column by column
             result.uns["scvi_mmd"]["curve"] = {c: curve[c].to_numpy() for c in curve.columns}
+        if choice is not None:  # the automatic weight, with its rule and reason
+            result.uns["scvi_mmd"]["auto"] = choice.as_dict()
         atomic_write_h5ad(result, out)
         written.insert(0, out)
 
-    print(_summary(model, work, latent, batch_key, labels_key, adata, written, chosen, curve))
+    print(_summary(model, work, latent, batch_key, labels_key, adata, written, chosen, curve,
+                   choice))
     return 0
 
 
 def knob_curve_table(model, chosen, labels_key, adata):
-    """The label-free curve over 6 log-spaced weights plus the chosen one."""
+    """The label-free curve: the automatic choice's points (or 6 log-spaced weights) plus the
+    chosen weight."""
     import numpy as np
+    import pandas as pd
 
     low, high = model.mmd_weight_range
-    weights = sorted(set(np.geomspace(low, high, 6).tolist()) | {float(chosen)})
     labels = labels_key if labels_key is not None and labels_key in model.adata.obs else None
-    return model.get_mmd_curve(weights=weights, labels_key=labels)
+    done = getattr(model, "mmd_curve_", None)  # the automatic choice's curve, if any
+    if done is None or (labels is not None and "label_purity" not in done):
+        return model.get_mmd_curve(
+            weights=sorted(set(np.geomspace(low, high, 6).tolist()) | {float(chosen)}),
+            labels_key=labels)
+    if np.isclose(done["mmd_weight"], chosen).any():
+        return done
+    extra = model.get_mmd_curve(weights=[done["mmd_weight"].iloc[0], float(chosen)],
+                                labels_key=labels).iloc[1:]
+    return pd.concat([done, extra]).sort_values("mmd_weight").reset_index(drop=True)
 
 
-def knob_plots(model, adata, curve, chosen, batch_key, labels_key, folder: Path) -> list[Path]:
+def knob_plots(model, adata, curve, chosen, batch_key, labels_key, folder: Path,
+               choice=None) -> list[Path]:
     """Curve CSV, trade-off plot and a UMAP grid over 5 weights, all from the one model."""
     import numpy as np
 
     curve.to_csv(folder / "knob_curve.csv", index=False)
-    written = [folder / "knob_curve.csv", knob_curve(curve, chosen, folder / "knob_curve.png")]
+    written = [folder / "knob_curve.csv",
+               knob_curve(curve, chosen, folder / "knob_curve.png", choice)]
     low, high = model.mmd_weight_range
     latents = {float(w): model.get_latent_representation(mmd_weight=float(w))
                for w in np.geomspace(low, high, 5)}
@@ -149,7 +173,7 @@ def knob_plots(model, adata, curve, chosen, batch_key, labels_key, folder: Path)
 
 
 def _summary(model, work, latent, batch_key, labels_key, adata, written, chosen,
-             curve) -> str:
+             curve, choice=None) -> str:
     from scvi_mmd.metrics import batch_mixing, label_purity
 
     history = model.history
@@ -169,6 +193,11 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written, chosen,
             f"{label_purity(latent, adata.obs[labels_key].to_numpy()):.3f}  "
             "(higher = types better apart)"
         )
+    lines.append("  guard against over-correction: "
+                 + ("on (mutual nearest neighbours)" if model.module.mmd_guard is not None
+                    else "off"))
+    if choice is not None:
+        lines.append(f"  automatic weight: {choice.weight:.3g} ({choice.reason})")
     if curve is not None:
         lines.append("  the knob, from this one training (label-free):")
         lines += ["    " + line for line in curve.round(3).to_string(index=False).splitlines()]

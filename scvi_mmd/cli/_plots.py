@@ -50,16 +50,18 @@ def training_and_umap(model, adata, latent, batch_key, labels_key, folder: Path)
 
 
 
-def knob_curve(curve, chosen: float, path: Path) -> Path:
+def knob_curve(curve, chosen: float, path: Path, choice=None) -> Path:
     """The trade-off curve of a loss-conditional model: batch mixing against the preservation
-    of each batch's own neighbourhoods, one point per weight (labelled), the chosen one ringed.
+    of each batch's own neighbourhoods, one point per weight (labelled), the chosen one ringed;
+    the diagnostics against the weight; and ``L_mmd`` against the weight, with the automatic
+    choice's target when there is one (``choice``, a :class:`~scvi_mmd.model.WeightChoice`).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     x, y = curve["batch_mixing"].to_numpy(), curve["within_batch_preservation"].to_numpy()
     ax = axes[0]
     ax.plot(x, y, "-o", color="tab:blue")
@@ -71,8 +73,8 @@ def knob_curve(curve, chosen: float, path: Path) -> Path:
     ax.plot(x[pick], y[pick], "o", ms=14, mfc="none", mec="tab:red", mew=2)
     ax.set_xlabel("batch mixing (kNN, higher = better mixed)")
     ax.set_ylabel("within-batch neighbourhoods kept")
-    ax.set_title(f"trade-off, one training (ringed: written latent, w = {chosen:.3g})",
-                 fontsize=9)
+    how = "automatic" if choice is not None else "written latent"
+    ax.set_title(f"trade-off, one training (ringed: {how}, w = {chosen:.3g})", fontsize=9)
     ax = axes[1]
     ax.semilogx(curve["mmd_weight"], curve["batch_mixing"], "-o", label="batch mixing")
     ax.semilogx(curve["mmd_weight"], curve["within_batch_preservation"], "-s",
@@ -82,7 +84,16 @@ def knob_curve(curve, chosen: float, path: Path) -> Path:
     ax.axvline(chosen, color="tab:red", lw=1, ls="--")
     ax.set_xlabel("mmd_weight")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3, fontsize=8, frameon=False)
+    ax = axes[2]
+    ax.semilogx(curve["mmd_weight"], curve["mmd_loss"], "-o", color="tab:gray")
+    ax.axvline(chosen, color="tab:red", lw=1, ls="--")
+    if choice is not None:
+        if choice.target is not None:
+            ax.axhline(choice.target, color="tab:red", lw=0.8, ls=":")
+        ax.set_title(f"automatic weight {chosen:.3g}: {choice.rule}", fontsize=8)
+    ax.set_xlabel("mmd_weight")
+    ax.set_ylabel("L_mmd (batch discrepancy)")
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

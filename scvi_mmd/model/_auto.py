@@ -37,15 +37,22 @@ class WeightChoice:
         The rule's name and setting.
     reason
         One sentence with the numbers behind the choice.
+    target
+        The ``L_mmd`` level the chosen weight reaches (``None`` if the lowest weight was
+        chosen because ``L_mmd`` does not fall).
     """
 
     weight: float
     rule: str
     reason: str
+    target: float | None = None
 
     def as_dict(self) -> dict:
-        """``{"weight", "rule", "reason"}`` (for ``AnnData.uns``)."""
-        return {"weight": self.weight, "rule": self.rule, "reason": self.reason}
+        """``{"weight", "rule", "reason"[, "target"]}`` (for ``AnnData.uns``)."""
+        result = {"weight": self.weight, "rule": self.rule, "reason": self.reason}
+        if self.target is not None:
+            result["target_mmd_loss"] = self.target
+        return result
 
 
 def choose_mmd_weight(
@@ -88,7 +95,7 @@ def choose_mmd_weight(
                             f"L_mmd falls by less than {min_fall:.0%} over the range ({start:.4g}"
                             f" at weight {weights[0]:g}, {lowest:.4g} at least): nothing for "
                             "the knob to align, so the lowest weight.")
-    target = start - share * (start - lowest)
+    target = max(start - share * (start - lowest), lowest)  # (rounding, share = 1)
     after = int(np.flatnonzero(loss <= target)[0])
     weight = float(weights[after])
     if after > 0 and loss[after] < loss[after - 1]:  # interpolate in log weight
@@ -99,4 +106,4 @@ def choose_mmd_weight(
     reason = (f"L_mmd falls from {start:.4g} (weight {weights[0]:g}) to at least {lowest:.4g} "
               f"(weight {weights[int(loss.argmin())]:g}); weight {weight:.3g} reaches "
               f"{share:.0%} of that fall ({target:.4g}).")
-    return WeightChoice(weight, rule, reason)
+    return WeightChoice(weight, rule, reason, float(target))
