@@ -68,12 +68,16 @@ def synthetic_counts(n_cells: int, n_genes: int, n_batches: int, seed: int = 0) 
 
 
 RECOMMENDED = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
-CONFIGS = {
-    "normal": {"mmd_mode": "normal", "mmd_weight": 1.0},
+CONFIGS = {  # explicit mmd_guard: the guard is on by default with the exact estimators
+    "normal": {"mmd_mode": "normal", "mmd_weight": 1.0, "mmd_guard": False},
     "fast": {"mmd_mode": "fast", "mmd_weight": 1.0},
-    "normal_rec": {"mmd_mode": "normal", "mmd_weight": 10.0, **RECOMMENDED},
+    "normal_rec": {"mmd_mode": "normal", "mmd_weight": 10.0, "mmd_guard": False, **RECOMMENDED},
     "fast_rec": {"mmd_mode": "fast", "mmd_weight": 10.0, **RECOMMENDED},
-    "conditional_rec": {"mmd_mode": "normal", "mmd_weight": (0.1, 1000.0), **RECOMMENDED},
+    "guarded_rec": {"mmd_mode": "normal", "mmd_weight": 10.0, "mmd_guard": True, **RECOMMENDED},
+    "conditional_rec": {"mmd_mode": "normal", "mmd_weight": (0.1, 1000.0), "mmd_guard": False,
+                        **RECOMMENDED},
+    "conditional_guarded_rec": {"mmd_mode": "normal", "mmd_weight": (0.1, 1000.0), "mmd_guard": True,
+                     **RECOMMENDED},
 }
 KERNELS = {"gamma1": {"gamma": 1.0}, "median5": {"gamma": "median", "scales": [0.25, 0.5, 1, 2, 4]}}
 

@@ -46,8 +46,10 @@ def test_mean_reduction_does_not_grow_with_the_number_of_batches():
 def test_module_sum_reduction_keeps_the_original_term():
     z = torch.randn(40, 10)
     batch = (torch.arange(40) % 4)[:, None]
-    original = MMDVAE(n_input=5, n_batch=4, mmd_pair_reduction="sum").mmd_loss(z, batch)
-    mean = MMDVAE(n_input=5, n_batch=4).mmd_loss(z, batch)
+    # the original design: the sum over pairs of the plain MMD (no guard)
+    original = MMDVAE(n_input=5, n_batch=4, mmd_pair_reduction="sum",
+                      mmd_guard=False).mmd_loss(z, batch)
+    mean = MMDVAE(n_input=5, n_batch=4, mmd_guard=False).mmd_loss(z, batch)
     reference = grouped_mmd(z, batch, 4, gamma=1.0)  # the sum over sequential pairs
     torch.testing.assert_close(original, reference)
     torch.testing.assert_close(mean, reference / 3)
