@@ -23,7 +23,9 @@ All embeddings of a seed are scored in ONE scib-metrics Benchmarker call; plus, 
 embedding, kNN batch mixing, the kNN purity of each type some batch lacks, the share of the
 neighbours of cells from the batches lacking it that carry it ("intrusion"), and kNN batch
 mixing among the cells of shared types (:func:`scvi_mmd.metrics.exclusive_type_report`).
-Only the public API is used; results go to ``benchmarks/results/guard/``.
+``--default-only`` fits only the default (to ``{dataset}_default.csv``; the report then takes
+the default's rows from there). Only the public API is used; results go to
+``benchmarks/results/guard/``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def run(args) -> pd.DataFrame:
     weights = [float(w) for w in (args.weights or WEIGHTS[args.dataset]).split(",")]
     low, high = (float(v) for v in args.range.split(":"))
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.dataset}.csv"
+    path = OUT / f"{args.dataset}{'_default' if args.default_only else ''}.csv"
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         adata, batch_key, labels_key = load(args.dataset, seed)
@@ -107,8 +109,11 @@ def run(args) -> pd.DataFrame:
             print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=False),
                   flush=True)
 
-        model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=0.0)
-        record("X_scvi", "SCVI", 0.0, model.get_latent_representation(), seconds)
+        if args.default_only:
+            weights = []
+        else:
+            model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=0.0)
+            record("X_scvi", "SCVI", 0.0, model.get_latent_representation(), seconds)
         for w in weights:
             for guard in (False, True):
                 model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=w,
@@ -120,7 +125,7 @@ def run(args) -> pd.DataFrame:
         curve = auto.mmd_curve_.assign(dataset=args.dataset, seed=seed)
         curve.to_csv(OUT / f"curve_{args.dataset}_s{seed}.csv", index=False)
         conditional = auto
-        if (low, high) != auto.mmd_weight_range:
+        if weights and (low, high) != auto.mmd_weight_range:
             conditional, auto_seconds = fit(adata, batch_key, seed, epochs,
                                             mmd_weight=(low, high), **KERNEL)
         for w in weights:
@@ -128,9 +133,12 @@ def run(args) -> pd.DataFrame:
                    conditional.get_latent_representation(mmd_weight=w), auto_seconds)
         record("X_default", "default (auto)", choice.weight,
                auto.get_latent_representation(), auto_seconds, reason=choice.reason)
-        model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=choice.weight, **KERNEL)
-        record("X_auto_refit", "auto weight, separate fit", choice.weight,
-               model.get_latent_representation(), auto_seconds + seconds, reason=choice.reason)
+        if not args.default_only:
+            model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=choice.weight,
+                                 **KERNEL)
+            record("X_auto_refit", "auto weight, separate fit", choice.weight,
+                   model.get_latent_representation(), auto_seconds + seconds,
+                   reason=choice.reason)
         if not args.no_scib:
             table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
             for row in rows:
@@ -149,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--range", default="0.1:1000", help="LOW:HIGH of the conditional model")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--no-scib", action="store_true", help="skip scib-metrics")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only the default (auto) model, to {dataset}_default.csv")
     args = parser.parse_args(argv)
     table = run(args)
     cols = [c for c in ("Batch correction", "Bio conservation", "Total", "knn_batch_mixing",

@@ -12,19 +12,25 @@ def curve(losses, weights=(1.0, 10.0, 100.0, 1000.0)):
     return pd.DataFrame({"mmd_weight": weights, "mmd_loss": losses})
 
 
+def test_default_choice_is_where_l_mmd_is_lowest():
+    choice = choose_mmd_weight(curve([1.0, 0.5, 0.2, 0.1]))
+    assert choice.weight == 1000.0 and choice.target == pytest.approx(0.1)
+    assert "lowest" in choice.rule and "lowest, 0.1, at weight 1e+03" in choice.reason
+
+
 def test_choice_interpolates_where_the_fall_reaches_its_share():
     # fall 1.0 -> 0.1; 90 % of it is reached at 0.19, a tenth of the way from 100 to 1000
-    choice = choose_mmd_weight(curve([1.0, 0.5, 0.2, 0.1]))
+    choice = choose_mmd_weight(curve([1.0, 0.5, 0.2, 0.1]), share=0.9)
     assert choice.weight == pytest.approx(100.0 * 10.0 ** 0.1)
     assert choice.target == pytest.approx(0.19)
     assert "90%" in choice.rule and "0.19" in choice.reason
 
 
 def test_choice_stops_where_the_knob_turns_back():
-    # L_mmd rises again above weight 100: the choice stays below the turn
-    choice = choose_mmd_weight(curve([1.0, 0.2, 0.1, 0.3]))
+    # L_mmd rises again above weight 100: the choice stays at or below the turn
+    assert choose_mmd_weight(curve([1.0, 0.2, 0.1, 0.3])).weight == 100.0
+    choice = choose_mmd_weight(curve([1.0, 0.2, 0.1, 0.3]), share=0.9)
     assert choice.weight == pytest.approx(10.0 * 10.0 ** 0.1)
-    assert choose_mmd_weight(curve([1.0, 0.2, 0.1, 0.3]), share=1.0).weight == pytest.approx(100.0)
 
 
 def test_choice_is_the_lowest_weight_when_nothing_falls():
@@ -36,7 +42,7 @@ def test_choice_is_the_lowest_weight_when_nothing_falls():
 
 def test_choice_ignores_row_order():
     shuffled = curve([0.1, 1.0, 0.2, 0.5], weights=(1000.0, 1.0, 100.0, 10.0))
-    assert choose_mmd_weight(shuffled).weight == pytest.approx(100.0 * 10.0 ** 0.1)
+    assert choose_mmd_weight(shuffled, 0.9).weight == pytest.approx(100.0 * 10.0 ** 0.1)
 
 
 @pytest.mark.parametrize(

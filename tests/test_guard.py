@@ -199,3 +199,26 @@ def test_an_exclusive_type_stays_apart_with_the_guard_and_merges_without():
     plain, guarded = _exclusive_purity(False), _exclusive_purity(True)
     assert guarded >= 0.95
     assert plain <= 0.85
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [[0] * 10,                     # one batch: nothing to compare
+     [0] * 9 + [1],                # a one-cell batch
+     [0, 1] * 5,                   # fewer cells per batch than... k is fine
+     [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]],
+)
+@pytest.mark.parametrize("duplicated", [False, True])
+@pytest.mark.parametrize("mode", ["normal", "unbiased"])
+def test_guarded_mmd_is_finite_for_degenerate_layouts(layout, duplicated, mode):
+    z = torch.randn(len(layout), 3, dtype=torch.float64)
+    if duplicated:  # ties in every distance
+        z = torch.zeros_like(z)
+    z.requires_grad_(True)
+    groups = torch.tensor(layout)
+    keep = MutualNeighbourGuard(3).keep(z, groups, 4)
+    value = grouped_mmd(z, groups, 4, mode=mode, gamma=1.0, keep=keep, reduction="mean")
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(z.grad).all()
+    if len(set(layout)) == 1:
+        assert float(value) == 0.0

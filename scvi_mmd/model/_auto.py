@@ -4,11 +4,14 @@ A loss-conditional model (``mmd_weight=(low, high)``) gives the latent space at 
 its range, and :func:`~scvi_mmd.model.mmd_curve` measures, at each weight, ``L_mmd``: the
 discrepancy between the batches' latent codes that the MMD term penalises (with the guard, only
 between cells that have a counterpart in the other batch). Raising the weight lowers it until
-the networks cannot align the batches further; past that point more weight buys little
-alignment, and what it still changes is the rest of the latent space. The automatic weight is
-the first point of diminishing returns: the smallest weight at which ``L_mmd`` has fallen by
-``share`` (default 90 %) of the largest fall the range gives, interpolated in log weight
-between the points of the curve.
+the networks cannot align the batches further; past that point more weight no longer aligns,
+and what it still changes is the rest of the latent space (on the simulations of
+``benchmarks/guard.py`` ``L_mmd`` turned back up there while kNN batch mixing stopped rising and
+within-batch structure kept falling). The automatic weight is that point: by default the
+weight at which ``L_mmd`` is lowest (``share=1``); a smaller ``share`` takes the smallest weight
+at which ``L_mmd`` has made that share of its largest fall, interpolated in log weight between
+the points of the curve (a more conservative choice). Types that only some batches have are
+the guard's job (:class:`~scvi_mmd.module.MutualNeighbourGuard`), not the weight's.
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ class WeightChoice:
 
 
 def choose_mmd_weight(
-    curve: pd.DataFrame, share: float = 0.9, min_fall: float = 0.05
+    curve: pd.DataFrame, share: float = 1.0, min_fall: float = 0.05
 ) -> WeightChoice:
-    """The smallest weight of a curve at which ``L_mmd`` has made ``share`` of its largest fall.
+    """The smallest weight of a curve at which ``L_mmd`` has made ``share`` of its largest fall
+    (by default: where ``L_mmd`` is lowest).
 
     Parameters
     ----------
@@ -67,8 +71,8 @@ def choose_mmd_weight(
         :meth:`~scvi_mmd.SCVIMMD.get_mmd_curve`), at least one row.
     share
         In ``(0, 1]``: the part of the largest fall of ``L_mmd`` over the curve (from its
-        lowest weight to its minimum) that the chosen weight must reach; ``1`` picks the
-        minimum of ``L_mmd``.
+        lowest weight to its minimum) that the chosen weight must reach; ``1`` (default) picks
+        the minimum of ``L_mmd``.
     min_fall
         If ``L_mmd`` falls by less than this fraction of its value at the lowest weight, the
         knob has nothing to align (no batch effect, or a single batch) and the lowest weight
@@ -88,7 +92,8 @@ def choose_mmd_weight(
     loss = curve["mmd_loss"].to_numpy(dtype=float)
     if len(weights) == 0 or not (np.isfinite(weights).all() and np.isfinite(loss).all()):
         raise ValueError("The curve must have at least one row and finite values.")
-    rule = f"smallest weight reaching {share:.0%} of the largest fall of L_mmd"
+    rule = ("the weight where L_mmd is lowest" if share == 1 else
+            f"smallest weight reaching {share:.0%} of the largest fall of L_mmd")
     start, lowest = loss[0], loss.min()
     if not start - lowest > min_fall * abs(start):
         return WeightChoice(float(weights[0]), rule,
@@ -98,12 +103,17 @@ def choose_mmd_weight(
     target = max(start - share * (start - lowest), lowest)  # (rounding, share = 1)
     after = int(np.flatnonzero(loss <= target)[0])
     weight = float(weights[after])
-    if after > 0 and loss[after] < loss[after - 1]:  # interpolate in log weight
+    if share < 1 and after > 0 and loss[after] < loss[after - 1]:  # interpolate in log w
         fraction = (loss[after - 1] - target) / (loss[after - 1] - loss[after])
         log_w = math.log(weights[after - 1]) + fraction * (
             math.log(weights[after]) - math.log(weights[after - 1]))
         weight = float(math.exp(log_w))
-    reason = (f"L_mmd falls from {start:.4g} (weight {weights[0]:g}) to at least {lowest:.4g} "
-              f"(weight {weights[int(loss.argmin())]:g}); weight {weight:.3g} reaches "
-              f"{share:.0%} of that fall ({target:.4g}).")
+    if share == 1:
+        reason = (f"L_mmd falls from {start:.4g} (weight {weights[0]:g}) to its lowest, "
+                  f"{lowest:.4g}, at weight {weight:.3g}; more weight does not align the "
+                  "batches further.")
+    else:
+        reason = (f"L_mmd falls from {start:.4g} (weight {weights[0]:g}) to at least "
+                  f"{lowest:.4g} (weight {weights[int(loss.argmin())]:g}); weight {weight:.3g} "
+                  f"reaches {share:.0%} of that fall ({target:.4g}).")
     return WeightChoice(weight, rule, reason, float(target))

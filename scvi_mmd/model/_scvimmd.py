@@ -554,16 +554,17 @@ class SCVIMMD(SCVI):
     def choose_mmd_weight(
         self,
         curve: pd.DataFrame | None = None,
-        share: float = 0.9,
+        share: float = 1.0,
         n_weights: int = AUTO_CURVE_POINTS,
         set_default: bool = True,
         **curve_kwargs,
     ) -> WeightChoice:
         """Choose the weight of a loss-conditional model without labels.
 
-        The smallest weight at which ``L_mmd`` has made ``share`` of the largest fall it
-        makes over the range (:func:`scvi_mmd.model.choose_mmd_weight`): past it, more
-        weight buys little alignment. Called by :meth:`train` for ``mmd_weight="auto"``.
+        By default the weight at which ``L_mmd`` is lowest over the range; with ``share < 1``
+        the smallest weight at which ``L_mmd`` has made that share of its largest fall
+        (:func:`scvi_mmd.model.choose_mmd_weight`): past it, more weight no longer aligns
+        the batches. Called by :meth:`train` for ``mmd_weight="auto"``.
 
         Parameters
         ----------
