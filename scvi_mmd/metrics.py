@@ -1,12 +1,15 @@
 """Quick, dependency-light summaries of an embedding (for the command line and the demo).
 
-For publication-grade scores use scib-metrics (``scvi_mmd.benchmark``); these two numbers are
+For publication-grade scores use scib-metrics (``scvi_mmd.benchmark``); these numbers are
 cheap (a k-nearest-neighbour graph) and read directly:
 
 * :func:`batch_mixing`: mean normalised entropy of the batches among each cell's neighbours,
   1 = as mixed as the batch proportions allow, 0 = every neighbour from the cell's own batch;
 * :func:`label_purity`: mean fraction of each cell's neighbours that share its label,
-  1 = cell types perfectly apart.
+  1 = cell types perfectly apart;
+* :func:`exclusive_types` and :func:`exclusive_type_report`: for cell types that some batches
+  lack, how pure their neighbourhoods stay, how much of them lands among cells of the batches
+  that lack them, and how well the shared types mix (over-correction, with labels).
 """
 
 from __future__ import annotations

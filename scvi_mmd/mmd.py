@@ -18,7 +18,9 @@ Two families of functions:
 A pairing is a long tensor ``partners`` of shape ``(n_groups, n_partners)``: row ``k`` lists the
 groups ``l`` for which MMD^2(group k, group l) is added to the sum, padded with ``-1``
 (:func:`sequential_pairs`, :func:`random_pairs`, :func:`all_pairs`).
-:func:`grouped_mmd_conditional` compares batches within each label (class-conditional MMD).
+:func:`grouped_mmd_conditional` compares batches within each label (class-conditional MMD);
+:func:`kept_pair_weights` restricts each pair to chosen cells (a weighted MMD, used by the
+label-free guard of :mod:`scvi_mmd.module`).
 
 Kernel bandwidth: ``gamma`` is a number, or several (a multi-scale kernel: the mean of the
 Gaussian kernels); :func:`median_heuristic_gamma` gives ``1 / (2 median d^2)`` of a minibatch.
