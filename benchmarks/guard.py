@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -40,49 +39,30 @@ warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("scvi").setLevel(logging.ERROR)
 
-import anndata  # noqa: E402
 import pandas as pd  # noqa: E402
-import scvi  # noqa: E402
 
-from scvi_mmd import SCVIMMD  # noqa: E402
 from scvi_mmd.benchmark import fit_pca, score, select_genes  # noqa: E402
 from scvi_mmd.data import simulate_batches  # noqa: E402
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report  # noqa: E402
 
+from knob import KERNEL, fit  # noqa: E402  (benchmarks/knob.py: same fit, same kernel)
+from knob import load as load_knob_data  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent
-KANG = ROOT.parent.parent / "shared" / "data" / "kang_pbmc_ifnb.h5ad"
 OUT = ROOT / "results" / "guard"
-KERNEL = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
 EPOCHS = {"kang": 100, "sim": 60, "hard": 60}
 WEIGHTS = {"kang": "100,1000", "sim": "10,100,1000", "hard": "10,100,1000"}
 
 
 def load(dataset: str, seed: int):
     """(AnnData with counts in X and a lognorm layer, batch key, labels key)."""
-    if dataset == "kang":
-        if not KANG.exists():
-            raise SystemExit(f"{KANG} not found")
-        adata = anndata.read_h5ad(KANG)
-        return select_genes(adata, "batch", n_top_genes=2000), "batch", "cell_type"
-    if dataset == "sim":  # the simulation of benchmarks/knob.py
-        adata = simulate_batches(n_cells=2000, n_genes=500, n_batches=3, n_cell_types=5,
-                                 batch_effect=0.5, type_effect=1.0, type_only_in_batch={4: 0},
-                                 seed=seed)
-    else:  # harder: 4 batches, two types in two batches each, strong gene-wise batch effect
-        adata = simulate_batches(n_cells=2400, n_genes=500, n_batches=4, n_cell_types=6,
-                                 batch_effect=1.0, type_effect=1.0,
-                                 type_in_batches={4: [0, 1], 5: [1, 2]}, seed=seed)
+    if dataset in ("kang", "sim"):  # the data of benchmarks/knob.py
+        return load_knob_data(dataset, seed)
+    # harder: 4 batches, two types in two batches each, strong gene-wise batch effect
+    adata = simulate_batches(n_cells=2400, n_genes=500, n_batches=4, n_cell_types=6,
+                             batch_effect=1.0, type_effect=1.0,
+                             type_in_batches={4: [0, 1], 5: [1, 2]}, seed=seed)
     return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
-
-
-def fit(adata, batch_key, seed, epochs, **kwargs):
-    scvi.settings.seed = seed
-    data = adata.copy()
-    SCVIMMD.setup_anndata(data, batch_key=batch_key)
-    model = SCVIMMD(data, **kwargs)
-    start = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, check_val_every_n_epoch=epochs)
-    return model, time.perf_counter() - start
 
 
 def run(args) -> pd.DataFrame:
