@@ -113,7 +113,10 @@ def _slow_mutual_neighbours(z, groups, n_groups, k):
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_mutual_neighbours_match_a_loop(k):
+@pytest.mark.parametrize("dense", [True, False])
+def test_mutual_neighbours_match_a_loop(k, dense, monkeypatch):
+    if not dense:  # the per-group selection used for large minibatches
+        monkeypatch.setattr("scvi_mmd.module._guard._DENSE_TOPK_ELEMENTS", 0)
     rng = np.random.default_rng(1)
     z = rng.normal(size=(30, 4))
     groups = rng.integers(0, 3, 30)

@@ -27,6 +27,8 @@ import torch
 
 from scvi_mmd.mmd import squared_distances
 
+_DENSE_TOPK_ELEMENTS = 1 << 24  # up to 64 MB of float32 for the one-call selection
+
 
 def validate_guard_neighbors(value) -> int:
     """Return ``value`` as an int ``>= 1``, or raise a :class:`ValueError`."""
@@ -70,10 +72,15 @@ def mutual_neighbours(
     dist.fill_diagonal_(float("inf"))
     member = torch.nn.functional.one_hot(groups, n_groups).bool()  # (n, G)
     k = min(n_neighbors, n)
-    # k-th smallest distance from each cell to each group (inf when the group has < k cells)
-    kth = torch.stack(
-        [dist.masked_fill(~member[:, h][None, :], float("inf")).topk(k, largest=False).values[:, -1]
-         for h in range(n_groups)], dim=1)  # (n, G)
+    # k-th smallest distance from each cell to each group (inf when the group has < k cells):
+    # one (G, n, n) selection when that is small (many batches), else one per group
+    if n_groups * n * n <= _DENSE_TOPK_ELEMENTS:
+        masked = dist[None, :, :].masked_fill(~member.T[:, None, :], float("inf"))
+        kth = masked.topk(k, dim=-1, largest=False).values[..., -1].T  # (n, G)
+    else:
+        kth = torch.stack(
+            [dist.masked_fill(~member[:, h][None, :], float("inf"))
+             .topk(k, largest=False).values[:, -1] for h in range(n_groups)], dim=1)
     near = dist <= kth.gather(1, groups[None, :].expand(n, n))  # j among i's k nearest of g_j
     mutual = near & near.T & (groups[:, None] != groups[None, :])
     return (mutual.to(z.dtype) @ member.to(z.dtype)) > 0
