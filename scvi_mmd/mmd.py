@@ -597,8 +597,9 @@ def kept_pair_weights(
     -------
     Symmetric tensor of shape ``(n, n)``.
     """
-    keep = keep.detach().to(torch.get_default_dtype() if not keep.is_floating_point()
-                            else keep.dtype)
+    keep = keep.detach()
+    if not keep.is_floating_point():
+        keep = keep.to(torch.get_default_dtype())
     first = torch.arange(n_groups, device=groups.device).repeat_interleave(partners.shape[1])
     second = partners.reshape(-1)
     valid = second >= 0
@@ -670,7 +671,7 @@ def grouped_mmd_exact(
     if keep is not None:
         if partners is None:
             partners = sequential_pairs(group_counts(groups, n_groups, z.dtype))
-        cell_weights = kept_pair_weights(groups, n_groups, partners, keep.to(z.dtype), unbiased)
+        cell_weights = kept_pair_weights(groups, n_groups, partners, keep, unbiased)
     else:
         counts = group_counts(groups, n_groups, z.dtype)
         if partners is None:

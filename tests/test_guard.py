@@ -155,6 +155,8 @@ def test_guard_defaults_and_bad_settings():
     for bad in (0, -1, 2.5, True, float("nan"), "3"):
         with pytest.raises(ValueError, match="mmd_guard_neighbors"):
             MutualNeighbourGuard(bad)
+        with pytest.raises(ValueError, match="mmd_guard_neighbors"):  # also with the guard off
+            MMDVAE(n_input=5, n_batch=2, mmd_guard=False, mmd_guard_neighbors=bad)
 
 
 def test_guard_weight_zero_is_still_scvi(synthetic):

@@ -75,7 +75,9 @@ def integrate(args) -> int:
             work,
             mmd_mode=args.mmd_mode,
             mmd_conditional=args.label_aware,
-            mmd_weight=args.mmd_weight,
+            # auto: the library's range; the weight is chosen below, with the labels (if any)
+            # in the same curve, so that the curve is computed once
+            mmd_weight=AUTO_WEIGHT_RANGE if auto else args.mmd_weight,
             mmd_kernel_gamma=args.mmd_kernel_gamma,
             mmd_kernel_scales=args.mmd_kernel_scales,
             mmd_pairs=args.mmd_pairs,
@@ -90,10 +92,12 @@ def integrate(args) -> int:
         accelerator=args.accelerator,
         check_val_every_n_epoch=1,
     )
-    choice = model.mmd_weight_choice  # the automatic choice (auto only)
+    labels = labels_key if labels_key is not None and labels_key in work.obs else None
+    # the label-free choice of SCVIMMD(mmd_weight="auto"); label purity only rides along
+    choice = model.choose_mmd_weight(labels_key=labels) if auto else None
     chosen = model.mmd_weight_default if args.latent_weight is None else args.latent_weight
     latent = model.get_latent_representation(mmd_weight=chosen if conditional else None)
-    curve = knob_curve_table(model, chosen, labels_key, adata) if conditional else None
+    curve = knob_curve_table(model, chosen, labels, choice) if conditional else None
 
     written = []
     if model_dir is not None:
@@ -136,19 +140,17 @@ def integrate(args) -> int:
     return 0
 
 
-def knob_curve_table(model, chosen, labels_key, adata):
-    """The label-free curve: the automatic choice's points (or 6 log-spaced weights) plus the
-    chosen weight."""
+def knob_curve_table(model, chosen, labels, choice=None):
+    """The label-free curve (the automatic choice's, or 6 log-spaced weights), plus the row of
+    the chosen weight when it is not on it."""
     import numpy as np
     import pandas as pd
 
-    low, high = model.mmd_weight_range
-    labels = labels_key if labels_key is not None and labels_key in model.adata.obs else None
-    done = getattr(model, "mmd_curve_", None)  # the automatic choice's curve, if any
-    if done is None or (labels is not None and "label_purity" not in done):
-        return model.get_mmd_curve(
-            weights=sorted(set(np.geomspace(low, high, 6).tolist()) | {float(chosen)}),
-            labels_key=labels)
+    if choice is None:
+        low, high = model.mmd_weight_range
+        weights = sorted(set(np.geomspace(low, high, 6).tolist()) | {float(chosen)})
+        return model.get_mmd_curve(weights=weights, labels_key=labels)
+    done = model.mmd_curve_
     if np.isclose(done["mmd_weight"], chosen).any():
         return done
     extra = model.get_mmd_curve(weights=[done["mmd_weight"].iloc[0], float(chosen)],

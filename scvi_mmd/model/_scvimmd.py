@@ -176,7 +176,7 @@ class SCVIMMD(SCVI):
         module_weight = AUTO_WEIGHT_RANGE if self.mmd_weight_auto else mmd_weight
         validate_mmd_args(mmd_mode, module_weight, mmd_kernel_gamma, mmd_kernel_scales,
                           mmd_pairs, mmd_reference_size, mmd_pair_reduction, mmd_latent,
-                          mmd_guard, mmd_conditional)
+                          mmd_guard, mmd_conditional, mmd_guard_neighbors)
         self.mmd_weight_choice: WeightChoice | None = None
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(

@@ -14,7 +14,7 @@ from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
-from scvi_mmd.module._guard import MutualNeighbourGuard
+from scvi_mmd.module._guard import MutualNeighbourGuard, validate_guard_neighbors
 
 MMD_MODES = ("normal", "unbiased", "fast")
 PAIR_REDUCTIONS = ("mean", "sum")
@@ -37,6 +37,7 @@ def validate_mmd_args(
     mmd_latent: str = "mean",
     mmd_guard: bool | None = None,
     mmd_conditional: bool = False,
+    mmd_guard_neighbors: int = 3,
 ) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
@@ -63,7 +64,10 @@ def validate_mmd_args(
         ``mmd_conditional``.
     mmd_conditional
         Whether the label-aware MMD is used.
+    mmd_guard_neighbors
+        An integer ``>= 1`` (checked whether or not the guard is on).
     """
+    validate_guard_neighbors(mmd_guard_neighbors)
     if mmd_guard is not None and not isinstance(mmd_guard, bool):
         raise ValueError(f"`mmd_guard` must be True, False or None, got {mmd_guard!r}.")
     if mmd_guard and mmd_mode == "fast":
@@ -241,7 +245,7 @@ class MMDVAE(VAE):
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
                           mmd_reference_size, mmd_pair_reduction, mmd_latent, mmd_guard,
-                          mmd_conditional)
+                          mmd_conditional, mmd_guard_neighbors)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
         self.mmd_pair_reduction = mmd_pair_reduction
