@@ -7,7 +7,8 @@ Needs the ``benchmark`` extra (scib-metrics, harmonypy, scanorama, matplotlib). 
 2. :func:`fit_pca`, :func:`fit_scvi`, :func:`fit_scvimmd`, :func:`fit_harmony`,
    :func:`fit_scanorama`: one embedding each, in ``obsm``, with its fit time;
 3. :func:`score`: scib-metrics' :class:`~scib_metrics.benchmark.Benchmarker` on all embeddings;
-4. :func:`plot_tradeoff`, :func:`plot_metric_curves`, :func:`plot_umaps`.
+4. :func:`plot_tradeoff` (:mod:`scvi_mmd.tradeoff_plot`), :func:`plot_metric_curves`,
+   :func:`plot_umaps`.
 """
 
 from __future__ import annotations
@@ -261,33 +262,28 @@ def _summary(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_tradeoff(results: pd.DataFrame, path) -> None:
-    """Batch correction vs bio conservation, one point per setting, labelled by weight."""
+    """Batch correction vs bio conservation: one line per SCVIMMD setting through its weights.
+
+    Markers are labelled with the weight (labels placed where they overlap nothing), the
+    methods without a knob are single points, error bars are the sd over seeds and the legend
+    is outside the axes (:mod:`scvi_mmd.tradeoff_plot`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scvi_mmd.tradeoff_plot import legend_outside, plot_tradeoff_lines
+
     summary = _summary(results)
+    mmd = summary["method"] == "SCVIMMD"
+    settings = summary["config"].astype(str) + " (" + summary["mmd_mode"].astype(str) + ")"
+    summary["method"] = summary["method"].where(~mmd, "SCVIMMD " + settings)
+    summary["knob_value"] = summary["mmd_weight"].where(mmd)
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    mmd = summary[summary["method"] == "SCVIMMD"]
-    for (config, mode), part in mmd.groupby(["config", "mmd_mode"]):
-        part = part.sort_values("mmd_weight")
-        ax.plot(part["Batch correction"], part["Bio conservation"],
-                marker="o" if mode == "normal" else "s", ls="-", label=f"{config} ({mode})")
-        for _, row in part.iterrows():
-            ax.annotate(f"{row['mmd_weight']:g}", (row["Batch correction"],
-                        row["Bio conservation"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    for _, row in summary[summary["method"] != "SCVIMMD"].iterrows():
-        label = row["method"] if row["config"] == "-" else f"{row['method']} ({row['config']})"
-        ax.scatter(row["Batch correction"], row["Bio conservation"], marker="*", s=120,
-                   label=label, zorder=3)
-    ax.set_xlabel("batch correction (scib-metrics)")
-    ax.set_ylabel("bio conservation (scib-metrics)")
-    ax.set_title("The knob: mmd_weight moves along the trade-off")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    plot_tradeoff_lines(ax, summary, title="The knob: mmd_weight moves along the trade-off")
+    legend_outside([ax])
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 

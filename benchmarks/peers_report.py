@@ -1,0 +1,218 @@
+"""Tables and plots of ``benchmarks/peers.py``: scvi-mmd beside TRVAE, SysVI and fixed methods.
+
+Usage::
+
+    python benchmarks/peers_report.py [--no-umap]
+
+Reads ``benchmarks/results/peers/{kang,sim}.csv`` and writes, in the same folder:
+
+* ``summary.md``: per data set, every method and knob value (mean +- sd over seeds), and the
+  headline table: each method's best scib total (mean over seeds, at its best knob value) and
+  its batch score at SCVI's bio level;
+* ``tradeoff_peers.png``: batch correction (x) against bio conservation (y), one line per
+  tunable method through its knob values (labelled), fixed methods as points, the automatic
+  default as a star, error bars = sd over seeds, legend outside;
+* ``umap_peers_<dataset>.png``: one column per method at its best setting (seed 0), coloured
+  by batch and by cell type (from ``results/peers/embeddings/``, which ``peers.py`` writes).
+
+"Batch at SCVI's bio": the best batch score a method reaches while its bio conservation stays
+at or above SCVI's (mean over seeds), reading the line between knob values linearly where it
+crosses SCVI's bio; "-" when no setting keeps SCVI's bio.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scvi_mmd.tradeoff_plot import legend_outside, plot_tradeoff_lines
+
+OUT = Path(__file__).resolve().parent / "results" / "peers"
+METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
+           "max_intrusion", "shared_batch_mixing", "fit_seconds"]
+DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
+            "one type in one batch only"}
+DEFAULT = "scvi-mmd default (auto)"
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds per data set, method and knob value."""
+    table = table.assign(knob_value=table["knob_value"].astype(float))
+    keys = ["dataset", "method", "knob", "knob_value"]
+    metrics = [m for m in METRICS if m in table]
+    grouped = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)[metrics]
+    mean, sd = grouped.mean(), grouped.std()
+    seeds = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)["seed"].nunique()
+    return mean.join(sd, rsuffix="_sd").join(seeds.rename("seeds")).reset_index()
+
+
+def batch_at_bio(part: pd.DataFrame, bio_level: float) -> float:
+    """Best batch score with bio >= ``bio_level`` along the knob line (linear between values)."""
+    part = part.sort_values("knob_value")
+    batch, bio = part["Batch correction"].to_numpy(), part["Bio conservation"].to_numpy()
+    candidates = list(batch[bio >= bio_level])
+    for i in range(len(part) - 1):
+        (b0, b1), (y0, y1) = batch[i:i + 2], bio[i:i + 2]
+        if (y0 - bio_level) * (y1 - bio_level) < 0:
+            candidates.append(b0 + (bio_level - y0) / (y1 - y0) * (b1 - b0))
+    return max(candidates) if candidates else float("nan")
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per data set and method: best total and its setting, batch at SCVI's bio."""
+    rows = []
+    for dataset, data in summary.groupby("dataset", sort=False):
+        scvi_bio = float(data.loc[data["method"] == "SCVI", "Bio conservation"].iloc[0])
+        for method, part in data.groupby("method", sort=False):
+            best = part.loc[part["Total"].idxmax()]
+            setting = "" if pd.isna(best["knob_value"]) else f"{best['knob']}={best['knob_value']:g}"
+            rows.append({
+                "dataset": dataset, "method": method, "best setting": setting or "-",
+                "best total": f"{best['Total']:.3f} +- {best['Total_sd']:.3f}",
+                "batch / bio there": f"{best['Batch correction']:.3f} / "
+                                     f"{best['Bio conservation']:.3f}",
+                "batch at SCVI's bio": _fmt(batch_at_bio(part, scvi_bio)),
+                "exclusive-type purity there": _fmt(best.get("min_purity", np.nan)),
+                "fit s": f"{best['fit_seconds']:.0f}",
+                "knob values x seeds": f"{part['knob_value'].notna().sum() or 1} x "
+                                       f"{int(part['seeds'].min())}",
+            })
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.3f}"
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table (no tabulate dependency)."""
+    cells = [[str(c) for c in frame.columns]] + [
+        ["" if (isinstance(v, float) and np.isnan(v)) else
+         (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row]
+        for row in frame.to_numpy()]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+    return "\n".join(lines)
+
+
+def plot_tradeoff(summary: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(summary["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 5.2),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        data = summary[summary["dataset"] == dataset]
+        plot_tradeoff_lines(ax, data[data["method"] != DEFAULT],
+                            highlight=data[data["method"] == DEFAULT],
+                            title=DATASETS.get(dataset, dataset))
+    legend_outside(list(axes[0]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_umaps(summary: pd.DataFrame, dataset: str, path: Path, seed: int = 0) -> None:
+    """UMAP per method at its best setting, coloured by batch (top) and cell type (bottom)."""
+    import anndata
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    saved = np.load(OUT / "embeddings" / f"{dataset}_s{seed}.npz", allow_pickle=True)
+    data = summary[summary["dataset"] == dataset]
+    picks = []
+    for method, part in data.groupby("method", sort=False):
+        best = part.loc[part["Total"].idxmax()]
+        key = _embedding_key(method, best["knob_value"])
+        if key in saved:
+            setting = "" if pd.isna(best["knob_value"]) else f"\n{best['knob']}={best['knob_value']:g}"
+            picks.append((key, f"{method}{setting}"))
+    obs = pd.DataFrame({"batch": saved["batch"], "cell type": saved["labels"]})
+    fig, axes = plt.subplots(2, len(picks), figsize=(2.6 * len(picks), 5.4), squeeze=False)
+    for col, (key, title) in enumerate(picks):
+        view = anndata.AnnData(obs=obs.copy())
+        view.obsm["X_emb"] = saved[key]
+        sc.pp.neighbors(view, use_rep="X_emb", random_state=0)
+        sc.tl.umap(view, random_state=0)
+        for row, color in enumerate(("batch", "cell type")):
+            sc.pl.umap(view, color=color, ax=axes[row, col], show=False, size=4,
+                       legend_loc="none", title=title if row == 0 else "", frameon=False)
+    for row, color in enumerate(("batch", "cell type")):
+        axes[row, 0].set_ylabel(color)
+        axes[row, 0].axis("on")
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        handles, names = _category_handles(axes[row, -1], obs[color])
+        axes[row, -1].legend(handles, names, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                             fontsize=7, frameon=False, markerscale=1.5)
+    for ax in axes[0]:
+        ax.title.set_fontsize(8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _embedding_key(method: str, value: float) -> str:
+    fixed = {"Unintegrated (PCA)": "X_pca", "Harmony": "X_harmony", "Scanorama": "X_scanorama",
+             "SCVI": "X_scvi", DEFAULT: "X_mmd_default"}
+    if method in fixed:
+        return fixed[method]
+    prefix = {"scvi-mmd (one training)": "X_mmd_one", "scvi-mmd (separate fits)": "X_mmd_fixed",
+              "SysVI": "X_sysvi", "TRVAE": "X_trvae"}[method]
+    return f"{prefix}_{value:g}"
+
+
+def _category_handles(ax, values: pd.Series):
+    """Legend handles matching scanpy's colours for a categorical column."""
+    from matplotlib.lines import Line2D
+
+    names = list(pd.Categorical(values).categories)
+    collection = ax.collections[0]
+    colors = {}
+    for category, color in zip(pd.Categorical(values), collection.get_facecolors(), strict=False):
+        colors.setdefault(category, color)
+    handles = [Line2D([], [], marker="o", ls="none", color=colors.get(n, "grey"), ms=4)
+               for n in names]
+    return handles, names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--no-umap", action="store_true")
+    args = parser.parse_args(argv)
+    tables = [pd.read_csv(OUT / f"{d}.csv") for d in DATASETS if (OUT / f"{d}.csv").exists()]
+    table = pd.concat(tables, ignore_index=True)
+    summary = summarise(table)
+    parts = ["# scvi-mmd beside its peers (`benchmarks/peers.py`, `peers_report.py`)", "",
+             "scib-metrics scores, all embeddings of a data set and seed in one Benchmarker "
+             "call; mean +- sd over seeds.", "", "## Headline", "",
+             markdown(headline(summary)), "", "![trade-off](tradeoff_peers.png)", ""]
+    for dataset in summary["dataset"].unique():
+        data = summary[summary["dataset"] == dataset]
+        columns = ["method", "knob", "knob_value", "seeds"]
+        shown = data[columns].copy()
+        for metric in METRICS:
+            if metric in data and data[metric].notna().any():
+                shown[metric] = [f"{m:.3f} +- {s:.3f}" if not pd.isna(m) else ""
+                                 for m, s in zip(data[metric], data[f"{metric}_sd"].fillna(0),
+                                                 strict=True)]
+        parts += [f"## {DATASETS.get(dataset, dataset)}", "", markdown(shown), ""]
+        if not args.no_umap and (OUT / "embeddings" / f"{dataset}_s0.npz").exists():
+            plot_umaps(summary, dataset, OUT / f"umap_peers_{dataset}.png")
+            parts += [f"![UMAPs, {dataset}](umap_peers_{dataset}.png)", ""]
+    plot_tradeoff(summary, OUT / "tradeoff_peers.png")
+    (OUT / "summary.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

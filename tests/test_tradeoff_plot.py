@@ -1,0 +1,74 @@
+"""The trade-off plot: knob labels that do not overlap, the legend outside the axes."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from scvi_mmd.tradeoff_plot import (  # noqa: E402
+    annotate_without_overlap,
+    legend_outside,
+    plot_tradeoff_lines,
+)
+
+
+def _boxes(artists):
+    renderer = artists[0].figure.canvas.get_renderer()
+    return [a.get_window_extent(renderer) for a in artists]
+
+
+def _any_overlap(boxes) -> bool:
+    return any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+
+
+def _crowded_axes():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    xs = np.array([0.50, 0.505, 0.51, 0.50, 0.505, 0.51])
+    ys = np.array([0.50, 0.50, 0.50, 0.506, 0.506, 0.506])
+    ax.plot(xs, ys, "o")
+    ax.set_xlim(0.3, 0.7)
+    ax.set_ylim(0.3, 0.7)
+    fig.canvas.draw()
+    return fig, ax, xs, ys
+
+
+def test_labels_of_crowded_points_do_not_overlap():
+    texts = ["0.1", "1", "10", "100", "1000", "10000"]
+    fig, ax, xs, ys = _crowded_axes()
+    naive = [ax.annotate(t, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+             for x, y, t in zip(xs, ys, texts, strict=True)]
+    assert _any_overlap(_boxes(naive))  # the same labels at one offset collide
+    for artist in naive:
+        artist.remove()
+    placed = annotate_without_overlap(ax, xs, ys, texts)
+    assert [a.get_text() for a in placed] == texts
+    assert not _any_overlap(_boxes(placed))
+    plt.close(fig)
+
+
+def test_tradeoff_lines_labels_knobs_and_keeps_the_legend_outside():
+    summary = pd.DataFrame({
+        "method": ["A"] * 3 + ["B"] * 3 + ["fixed"],
+        "knob_value": [1, 10, 100, 2, 10, 50, np.nan],
+        "Batch correction": [0.3, 0.5, 0.7, 0.32, 0.52, 0.6, 0.4],
+        "Bio conservation": [0.8, 0.78, 0.7, 0.81, 0.77, 0.74, 0.76],
+        "Batch correction_sd": [0.01] * 7,
+        "Bio conservation_sd": [0.01] * 7,
+    })
+    fig, ax = plt.subplots()
+    plot_tradeoff_lines(ax, summary)
+    legend_outside([ax])
+    fig.canvas.draw()
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(["1", "10", "100", "2", "10", "50"])
+    assert not _any_overlap(_boxes(list(ax.texts)))
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B", "fixed"]
+    plt.close(fig)
