@@ -1,0 +1,50 @@
+"""The peers report's headline statistic: batch score at SCVI's bio level along a knob line."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("matplotlib")
+SPEC = importlib.util.spec_from_file_location(
+    "peers_report", Path(__file__).resolve().parents[1] / "benchmarks" / "peers_report.py")
+peers_report = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(peers_report)
+
+
+def _line(batch, bio, knobs=(1, 10, 100)):
+    return pd.DataFrame({"knob_value": knobs, "Batch correction": batch,
+                         "Bio conservation": bio})
+
+
+def test_batch_at_bio_reads_the_crossing_linearly():
+    # bio falls from 0.8 to 0.6 while batch rises 0.4 -> 0.8; SCVI's bio 0.7 is crossed
+    # half way between the 2nd and 3rd values: batch there is 0.7
+    line = _line([0.4, 0.6, 0.8], [0.8, 0.75, 0.65])
+    assert peers_report.batch_at_bio(line, 0.7) == pytest.approx(0.7)
+
+
+def test_batch_at_bio_takes_the_best_point_above_the_level_and_ignores_order_of_rows():
+    line = _line([0.9, 0.5, 0.7], [0.72, 0.9, 0.8], knobs=(100, 1, 10))
+    assert peers_report.batch_at_bio(line, 0.7) == pytest.approx(0.9)
+
+
+def test_batch_at_bio_is_nan_when_no_setting_keeps_the_bio():
+    assert np.isnan(peers_report.batch_at_bio(_line([0.4, 0.6, 0.8], [0.6, 0.5, 0.4]), 0.7))
+
+
+def test_headline_has_one_row_per_method_and_the_best_total():
+    rows = []
+    for method, knob, values in (("SCVI", "", [np.nan]), ("A", "k", [1.0, 10.0])):
+        for i, value in enumerate(values):
+            rows.append({"dataset": "d", "method": method, "knob": knob, "knob_value": value,
+                         "Batch correction": 0.5 + 0.2 * i, "Bio conservation": 0.7 - 0.01 * i,
+                         "Total": 0.6 + 0.05 * i, "Total_sd": 0.01, "fit_seconds": 1.0,
+                         "seeds": 3})
+    table = peers_report.headline(pd.DataFrame(rows)).set_index("method")
+    assert list(table.index) == ["SCVI", "A"]
+    assert table.loc["A", "best setting"] == "k=10"
+    assert table.loc["A", "best total"].startswith("0.650")
+    assert table.loc["A", "batch at SCVI's bio"] == "0.500"  # only weight 1 keeps bio 0.7
