@@ -39,14 +39,26 @@ DEFAULT = "scvi-mmd default (auto)"
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds per data set, method and knob value."""
+    """Mean and sd over seeds per data set, method and knob value.
+
+    The automatic default is one setting whatever weight it chose per seed: its knob value
+    is left empty and the chosen weights are listed in ``chosen``.
+    """
     table = table.assign(knob_value=table["knob_value"].astype(float))
+    default = table["method"] == DEFAULT
+    chosen = (table[default].groupby("dataset")["knob_value"]
+              .agg(lambda v: "/".join(f"{w:g}" for w in v)))
+    table.loc[default, "knob_value"] = np.nan
     keys = ["dataset", "method", "knob", "knob_value"]
     metrics = [m for m in METRICS if m in table]
     grouped = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)[metrics]
     mean, sd = grouped.mean(), grouped.std()
     seeds = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)["seed"].nunique()
-    return mean.join(sd, rsuffix="_sd").join(seeds.rename("seeds")).reset_index()
+    summary = mean.join(sd, rsuffix="_sd").join(seeds.rename("seeds")).reset_index()
+    is_default = summary["method"] == DEFAULT
+    summary["chosen"] = ""
+    summary.loc[is_default, "chosen"] = summary.loc[is_default, "dataset"].map(chosen)
+    return summary
 
 
 def batch_at_bio(part: pd.DataFrame, bio_level: float) -> float:
@@ -69,6 +81,8 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
         for method, part in data.groupby("method", sort=False):
             best = part.loc[part["Total"].idxmax()]
             setting = "" if pd.isna(best["knob_value"]) else f"{best['knob']}={best['knob_value']:g}"
+            if best["chosen"]:
+                setting = f"auto (chose {best['chosen']})"
             rows.append({
                 "dataset": dataset, "method": method, "best setting": setting or "-",
                 "best total": f"{best['Total']:.3f} +- {best['Total_sd']:.3f}",
@@ -198,7 +212,7 @@ def main(argv=None):
              markdown(headline(summary)), "", "![trade-off](tradeoff_peers.png)", ""]
     for dataset in summary["dataset"].unique():
         data = summary[summary["dataset"] == dataset]
-        columns = ["method", "knob", "knob_value", "seeds"]
+        columns = ["method", "knob", "knob_value", "chosen", "seeds"]
         shown = data[columns].copy()
         for metric in METRICS:
             if metric in data and data[metric].notna().any():
