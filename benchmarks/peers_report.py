@@ -81,8 +81,9 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
         for method, part in data.groupby("method", sort=False):
             best = part.loc[part["Total"].idxmax()]
             setting = "" if pd.isna(best["knob_value"]) else f"{best['knob']}={best['knob_value']:g}"
-            if best["chosen"]:
-                setting = f"auto (chose {best['chosen']})"
+            chosen = best.get("chosen", "")
+            if isinstance(chosen, str) and chosen:
+                setting = f"auto (chose {chosen})"
             rows.append({
                 "dataset": dataset, "method": method, "best setting": setting or "-",
                 "best total": f"{best['Total']:.3f} +- {best['Total_sd']:.3f}",

@@ -35,16 +35,22 @@ def test_batch_at_bio_is_nan_when_no_setting_keeps_the_bio():
     assert np.isnan(peers_report.batch_at_bio(_line([0.4, 0.6, 0.8], [0.6, 0.5, 0.4]), 0.7))
 
 
-def test_headline_has_one_row_per_method_and_the_best_total():
+def test_headline_from_raw_rows_best_total_and_the_default_as_one_setting():
     rows = []
-    for method, knob, values in (("SCVI", "", [np.nan]), ("A", "k", [1.0, 10.0])):
-        for i, value in enumerate(values):
-            rows.append({"dataset": "d", "method": method, "knob": knob, "knob_value": value,
-                         "Batch correction": 0.5 + 0.2 * i, "Bio conservation": 0.7 - 0.01 * i,
-                         "Total": 0.6 + 0.05 * i, "Total_sd": 0.01, "fit_seconds": 1.0,
-                         "seeds": 3})
-    table = peers_report.headline(pd.DataFrame(rows)).set_index("method")
-    assert list(table.index) == ["SCVI", "A"]
+    for seed, chosen in ((0, 10.0), (1, 1000.0)):
+        settings = [("SCVI", "", np.nan, 0.5, 0.70), ("A", "k", 1.0, 0.5, 0.70),
+                    ("A", "k", 10.0, 0.7, 0.69),
+                    (peers_report.DEFAULT, "mmd_weight", chosen, 0.6, 0.70)]
+        for method, knob, value, batch, bio in settings:
+            rows.append({"dataset": "d", "seed": seed, "method": method, "knob": knob,
+                         "knob_value": value, "Batch correction": batch,
+                         "Bio conservation": bio, "Total": 0.4 * batch + 0.6 * bio,
+                         "fit_seconds": 1.0})
+    summary = peers_report.summarise(pd.DataFrame(rows))
+    assert (summary["method"] == peers_report.DEFAULT).sum() == 1  # not one row per weight
+    table = peers_report.headline(summary).set_index("method")
+    assert list(table.index) == ["SCVI", "A", peers_report.DEFAULT]
     assert table.loc["A", "best setting"] == "k=10"
-    assert table.loc["A", "best total"].startswith("0.650")
-    assert table.loc["A", "batch at SCVI's bio"] == "0.500"  # only weight 1 keeps bio 0.7
+    assert table.loc["A", "best total"].startswith(f"{0.4 * 0.7 + 0.6 * 0.69:.3f}")
+    assert table.loc["A", "batch at SCVI's bio"] == "0.500"  # only k=1 keeps bio 0.70
+    assert table.loc[peers_report.DEFAULT, "best setting"] == "auto (chose 10/1000)"
