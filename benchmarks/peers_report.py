@@ -162,8 +162,9 @@ def plot_umaps(summary: pd.DataFrame, dataset: str, path: Path, seed: int = 0) -
             sc.pl.umap(view, color=color, ax=axes[row, col], show=False, size=4,
                        legend_loc="none", title=title if row == 0 else "", frameon=False)
     for row, color in enumerate(("batch", "cell type")):
-        axes[row, 0].set_ylabel(color)
         axes[row, 0].axis("on")
+        axes[row, 0].set_ylabel(color)
+        axes[row, 0].set_xlabel("")
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
         handles, names = _category_handles(axes[row, -1], obs[color])
