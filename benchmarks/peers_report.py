@@ -30,6 +30,8 @@ import pandas as pd
 
 from scvi_mmd.tradeoff_plot import legend_outside, plot_tradeoff_lines
 
+from report import markdown  # noqa: E402  (benchmarks/report.py: the same pipe tables)
+
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
            "max_intrusion", "shared_batch_mixing", "fit_seconds"]
@@ -51,10 +53,12 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     table.loc[default, "knob_value"] = np.nan
     keys = ["dataset", "method", "knob", "knob_value"]
     metrics = [m for m in METRICS if m in table]
-    grouped = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)[metrics]
-    mean, sd = grouped.mean(), grouped.std()
-    seeds = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)["seed"].nunique()
-    summary = mean.join(sd, rsuffix="_sd").join(seeds.rename("seeds")).reset_index()
+    groups = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)
+    mean, sd = groups[metrics].mean(), groups[metrics].std()
+    summary = mean.join(sd, rsuffix="_sd").join(groups["seed"].nunique().rename("seeds"))
+    if "embedding" in table:  # one obsm key per setting (the same in every seed)
+        summary = summary.join(groups["embedding"].first())
+    summary = summary.reset_index()
     is_default = summary["method"] == DEFAULT
     summary["chosen"] = ""
     summary.loc[is_default, "chosen"] = summary.loc[is_default, "dataset"].map(chosen)
@@ -102,17 +106,6 @@ def _fmt(value: float) -> str:
     return "-" if pd.isna(value) else f"{value:.3f}"
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """A pipe table (no tabulate dependency)."""
-    cells = [[str(c) for c in frame.columns]] + [
-        ["" if (isinstance(v, float) and np.isnan(v)) else
-         (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row]
-        for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
-    return "\n".join(lines)
-
-
 def plot_tradeoff(summary: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -147,7 +140,7 @@ def plot_umaps(summary: pd.DataFrame, dataset: str, path: Path, seed: int = 0) -
     picks = []
     for method, part in data.groupby("method", sort=False):
         best = part.loc[part["Total"].idxmax()]
-        key = _embedding_key(method, best["knob_value"])
+        key = best["embedding"]
         if key in saved:
             setting = "" if pd.isna(best["knob_value"]) else f"\n{best['knob']}={best['knob_value']:g}"
             picks.append((key, f"{method}{setting}"))
@@ -160,45 +153,19 @@ def plot_umaps(summary: pd.DataFrame, dataset: str, path: Path, seed: int = 0) -
         sc.tl.umap(view, random_state=0)
         for row, color in enumerate(("batch", "cell type")):
             sc.pl.umap(view, color=color, ax=axes[row, col], show=False, size=4,
-                       legend_loc="none", title=title if row == 0 else "", frameon=False)
+                       legend_loc="right margin" if col == len(picks) - 1 else "none",
+                       legend_fontsize=7, title=title if row == 0 else "", frameon=False)
     for row, color in enumerate(("batch", "cell type")):
         axes[row, 0].axis("on")
         axes[row, 0].set_ylabel(color)
         axes[row, 0].set_xlabel("")
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
-        handles, names = _category_handles(axes[row, -1], obs[color])
-        axes[row, -1].legend(handles, names, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                             fontsize=7, frameon=False, markerscale=1.5)
     for ax in axes[0]:
         ax.title.set_fontsize(8)
     fig.tight_layout()
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
-
-
-def _embedding_key(method: str, value: float) -> str:
-    fixed = {"Unintegrated (PCA)": "X_pca", "Harmony": "X_harmony", "Scanorama": "X_scanorama",
-             "SCVI": "X_scvi", DEFAULT: "X_mmd_default"}
-    if method in fixed:
-        return fixed[method]
-    prefix = {"scvi-mmd (one training)": "X_mmd_one", "scvi-mmd (separate fits)": "X_mmd_fixed",
-              "SysVI": "X_sysvi", "TRVAE": "X_trvae"}[method]
-    return f"{prefix}_{value:g}"
-
-
-def _category_handles(ax, values: pd.Series):
-    """Legend handles matching scanpy's colours for a categorical column."""
-    from matplotlib.lines import Line2D
-
-    names = list(pd.Categorical(values).categories)
-    collection = ax.collections[0]
-    colors = {}
-    for category, color in zip(pd.Categorical(values), collection.get_facecolors(), strict=False):
-        colors.setdefault(category, color)
-    handles = [Line2D([], [], marker="o", ls="none", color=colors.get(n, "grey"), ms=4)
-               for n in names]
-    return handles, names
 
 
 def main(argv=None):
@@ -216,6 +183,7 @@ def main(argv=None):
         data = summary[summary["dataset"] == dataset]
         columns = ["method", "knob", "knob_value", "chosen", "seeds"]
         shown = data[columns].copy()
+        shown["knob_value"] = [("" if pd.isna(v) else f"{v:g}") for v in shown["knob_value"]]
         for metric in METRICS:
             if metric in data and data[metric].notna().any():
                 shown[metric] = [f"{m:.3f} +- {s:.3f}" if not pd.isna(m) else ""

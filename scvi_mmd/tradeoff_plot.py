@@ -15,6 +15,7 @@ the axes and labels are placed greedily where they overlap no other label or mar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import cycle
 
 import numpy as np
 import pandas as pd
@@ -106,10 +107,6 @@ def _inside_area(box, frame) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
-def _format_knob(value: float) -> str:
-    return f"{value:g}"
-
-
 def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
                         y: str = "Bio conservation", highlight: pd.DataFrame | None = None,
                         title: str | None = None) -> None:
@@ -133,7 +130,7 @@ def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
     lines, points = [], []
     for method, part in summary.groupby("method", sort=False):
         (lines if part["knob_value"].notna().sum() >= 2 else points).append((method, part))
-    markers = iter("os^DvP<>h" * 3)
+    markers = cycle("os^DvP<>h")
     label_x, label_y, texts, colors = [], [], [], []
     for method, part in lines:
         part = part.sort_values("knob_value")
@@ -142,9 +139,9 @@ def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
                              capsize=2, elinewidth=0.7, label=method, zorder=2)
         label_x += list(part[x])
         label_y += list(part[y])
-        texts += [_format_knob(v) for v in part["knob_value"]]
+        texts += [f"{v:g}" for v in part["knob_value"]]
         colors += [handle.lines[0].get_color()] * len(part)
-    fixed_markers = iter("*XPdp8H" * 3)
+    fixed_markers = cycle("*XPdp8H")
     for method, part in points:
         ax.errorbar(part[x], part[y], xerr=part.get(f"{x}_sd"), yerr=part.get(f"{y}_sd"),
                     marker=next(fixed_markers), ms=10, ls="none", capsize=2, elinewidth=0.7,
@@ -167,12 +164,10 @@ def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
 
 def legend_outside(axes: Sequence, **kwargs) -> None:
     """One legend for all ``axes``, right of the figure (save with ``bbox_inches="tight"``)."""
-    handles, names = {}, []
+    handles = {}  # first handle per name, in order of appearance
     for ax in axes:
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            if name not in handles:
-                handles[name] = handle
-                names.append(name)
+            handles.setdefault(name, handle)
     fig = axes[0].figure
-    fig.legend([handles[n] for n in names], names, loc="center left",
+    fig.legend(list(handles.values()), list(handles), loc="center left",
                bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False, **kwargs)
