@@ -26,9 +26,10 @@ Kernel bandwidth: ``gamma`` is a number, or several (a multi-scale kernel: the m
 Gaussian kernels); :func:`median_heuristic_gamma` gives ``1 / (2 median d^2)`` of a minibatch.
 
 Speed: the grouped exact estimators reduce the ``n x n`` kernel with one fused
-:func:`weighted_kernel_sum` (one autograd node, one saved ``n x n`` matrix, cache-sized row
-blocks, and one ``exp`` for scales that are powers of two apart), so the recommended
-multi-scale kernel costs about what a single fixed ``gamma`` does.
+:func:`weighted_kernel_sum` (one autograd node with a closed-form gradient in ``z``, which
+keeps an ``n x d`` matrix for the backward pass; cache-sized row blocks; and one ``exp`` for
+scales that are powers of two apart), so the recommended multi-scale kernel costs about what
+a single fixed ``gamma`` does.
 """
 
 from __future__ import annotations
@@ -99,15 +100,16 @@ def _neg_scaled_sq_distances(
     coordinates far larger than a latent space holds; the diagonal of ``x`` with itself is set
     to exactly 0.
     """
+    same = y is x
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
-    y = x if y is x else y - shift
+    y = x if same else y - shift
     x_sq = (x * x).sum(-1, keepdim=True)  # (x * x, not x.square(): pow is slow on CPU)
-    y_sq = x_sq if y is x else (y * y).sum(-1, keepdim=True)
+    y_sq = x_sq if same else (y * y).sum(-1, keepdim=True)
     left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
     right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
     neg_sq = left @ right.transpose(-1, -2)
-    if y is x:  # exact zeros on the diagonal (the Gram form leaves ~eps ||x||^2 there)
+    if same:  # exact zeros on the diagonal (the Gram form leaves ~eps ||x||^2 there)
         neg_sq.diagonal(dim1=-2, dim2=-1).zero_()
     return neg_sq.clamp_(max=0.0) if clamp else neg_sq
 
@@ -154,8 +156,9 @@ def _mean_exp(neg_sq: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     return sum(torch.exp(neg_sq * _expand_to(g, neg_sq)) for g in scales) / len(scales)
 
 
-def _scale_ladder(gammas: list[torch.Tensor]) -> list[int] | None:
-    """Exponents ``k_s`` with ``g_s = g_0 * 2^k_s`` (rising), or ``None`` if there are none.
+def _scale_ladder(gamma: torch.Tensor) -> list[int] | None:
+    """Exponents ``k_s`` with ``g_s = g_0 * 2^k_s`` (rising) for ``gamma`` of shape
+    ``(..., S)``, or ``None`` if there are none.
 
     When every inverse bandwidth is the first one times a power of two (e.g. scales 0.25, 0.5,
     1, 2, 4), the kernels of all scales follow from one ``exp`` by repeated squaring,
@@ -163,37 +166,52 @@ def _scale_ladder(gammas: list[torch.Tensor]) -> list[int] | None:
     rounding error doubles with each squaring: ``2^k`` ulp, 16 for scales 0.25 ... 4). The
     ratios are read on the host, so this is done for CPU tensors only (no device sync).
     """
-    if len(gammas) < 2 or gammas[0].device.type != "cpu":
+    if gamma.dim() == 0 or gamma.shape[-1] < 2 or gamma.device.type != "cpu":
         return None
-    first = gammas[0]
-    exponents = [0]
-    for g in gammas[1:]:
-        ratios = (g / first).flatten().tolist()
-        k = round(math.log2(ratios[0])) if ratios[0] > 0 else -1
-        if k < exponents[-1] or any(r != 2.0**k for r in ratios):
-            return None
-        exponents.append(k)
+    ratios = (gamma / gamma[..., :1]).reshape(-1, gamma.shape[-1]).tolist()
+    exponents = [round(math.log2(r)) if r > 0 else -1 for r in ratios[0]]
+    if exponents[0] != 0 or any(b < a for a, b in zip(exponents, exponents[1:])):
+        return None
+    if any(r != 2.0**k for row in ratios for r, k in zip(row, exponents)):
+        return None
     return exponents
 
 
 _BLOCK_ELEMENTS = 1 << 18
 
 
-def _kernel_and_grad(neg_sq, gammas, ladder, need_grad):
-    """``mean_s exp(g_s N)`` and (if ``need_grad``) ``mean_s g_s exp(g_s N)`` for a block of N."""
-    scale = 1.0 / len(gammas)
-    kernel = grad = power = None
-    for i, g in enumerate(gammas):
-        if ladder is not None and power is not None:
-            for _ in range(ladder[i] - ladder[i - 1]):  # exp(2 a) = exp(a)^2
+def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
+    """``mean_s exp(g_s N)`` and (unless ``grad_scale`` is ``None``) ``grad_scale`` times
+    ``mean_s g_s exp(g_s N)``, for a block of ``N``.
+
+    With a ``ladder`` (see :func:`_scale_ladder`) ``gammas`` holds ``g_0`` alone and
+    ``g_s = g_0 2^k_s``; otherwise one inverse bandwidth per scale.
+    """
+    need_grad = grad_scale is not None
+    n_scales = len(gammas) if ladder is None else len(ladder)
+    scale = 1.0 / n_scales
+    if ladder is not None:
+        g0 = gammas[0]
+        # N <= 0, so k <= 1; rounding of the Gram form can give N slightly > 0. The clamp is
+        # on k (in place) and, unlike clamping N, passes the gradient through.
+        power = torch.exp(neg_sq * g0).clamp_(max=1.0)
+        kernel = power
+        grad = power * (grad_scale * scale) if need_grad else None
+        for step, (previous, k) in enumerate(zip(ladder, ladder[1:])):
+            for _ in range(k - previous):  # exp(2 a) = exp(a)^2
                 power = power * power  # (a plain product; Tensor.square is slower on CPU)
-        else:
-            power = torch.exp(neg_sq if isinstance(g, float) and g == 1.0 else neg_sq * g)
-            # N <= 0, so k <= 1; rounding of the Gram form can give N slightly > 0. The
-            # clamp is on k (in place) and, unlike clamping N, passes the gradient through.
-            power.clamp_(max=1.0)
+            kernel = kernel + power if step == 0 else kernel.add_(power)
+            if need_grad:
+                grad.add_(power, alpha=grad_scale * scale * 2.0**k)
         if need_grad:
-            g_scaled = g * scale
+            grad.mul_(g0)
+        return kernel.mul_(scale), grad
+    kernel = grad = None
+    for i, g in enumerate(gammas):
+        power = torch.exp(neg_sq if isinstance(g, float) and g == 1.0 else neg_sq * g)
+        power.clamp_(max=1.0)  # (as above)
+        if need_grad:
+            g_scaled = g * (scale * grad_scale)
             if grad is None:
                 grad = power * g_scaled
             elif isinstance(g_scaled, float):
@@ -201,76 +219,139 @@ def _kernel_and_grad(neg_sq, gammas, ladder, need_grad):
             else:
                 grad.addcmul_(power, g_scaled)
         kernel = power if kernel is None else (kernel + power if i == 1 else kernel.add_(power))
-    return (kernel if len(gammas) == 1 else kernel * scale), grad
+    return (kernel if n_scales == 1 else kernel.mul_(scale)), grad
+
+
+def _kernel_scales(gamma: GammaLike, like: torch.Tensor) -> tuple[list, list[int] | None]:
+    """Inverse bandwidths as :func:`_kernel_and_grad` takes them, each shaped to broadcast
+    over a tensor with the dimensions of ``like``, and the ladder (or ``None``)."""
+    if isinstance(gamma, int | float):
+        return [float(gamma)], None
+    gamma = torch.as_tensor(gamma, dtype=like.dtype, device=like.device).detach()
+    ladder = _scale_ladder(gamma)
+    scales = [gamma[..., 0]] if ladder else gamma.unbind(-1) if gamma.dim() else [gamma]
+    return [_expand_to(g, like) for g in scales], ladder
+
+
+class _KernelOfSquaredDistances(torch.autograd.Function):
+    """Elementwise ``mean_s exp(-g_s D)`` with the gradient ``-mean_s g_s exp(-g_s D)`` kept
+    from the forward pass: one node, and one ``exp`` for a ladder of scales."""
+
+    @staticmethod
+    def forward(ctx, sq, gammas, ladder):
+        need_grad = ctx.needs_input_grad[0]
+        kernel, grad = _kernel_and_grad(-sq, gammas, ladder, -1.0 if need_grad else None)
+        if need_grad:
+            ctx.save_for_backward(grad)
+        return kernel
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None
+
+
+def _neg_sq_distances(z: torch.Tensor) -> torch.Tensor:
+    """``-||z_i - z_j||^2`` of one sample with itself, without gradient (see
+    :func:`_neg_scaled_sq_distances`; not clamped: the kernel is clamped instead)."""
+    with torch.no_grad():
+        x = z - z.mean(dim=-2, keepdim=True)
+        sq = (x * x).sum(-1)
+        neg_sq = torch.matmul(x, x.transpose(-1, -2)).mul_(2.0)
+        neg_sq.sub_(sq[..., :, None]).sub_(sq[..., None, :])
+        neg_sq.diagonal(dim1=-2, dim2=-1).zero_()
+        return neg_sq
 
 
 class _WeightedKernelSum(torch.autograd.Function):
-    """``sum_ij W_ij mean_s exp(g_s N_ij)`` and its gradient in ``N``, in one pass.
+    """``sum_ij W_ij mean_s exp(-g_s D_ij)`` and its gradient in ``z``, in one pass.
 
-    ``N`` holds ``-||z_i - z_j||^2``; ``g_s`` are the kernel's inverse bandwidths (no gradient:
-    fixed, or the detached median heuristic). The forward pass accumulates the gradient
-    ``W_ij mean_s g_s exp(g_s N_ij)`` as it goes and keeps only that one ``n x n`` matrix for
-    the backward pass, where autograd would keep one ``exp`` matrix per scale and rebuild the
-    gradient from them: half the passes over ``n x n`` memory, and a single node in the graph
-    (at minibatch 128 the cost of a step is mostly the number of operations, not their size).
+    ``D_ij = ||z_i - z_j||^2``; ``g_s`` are the kernel's inverse bandwidths (no gradient:
+    fixed, or the detached median heuristic); ``W`` is symmetric. With
+    ``B_ij = W_ij mean_s g_s exp(-g_s D_ij)``, the gradient is the closed form
+
+        ``d/dz_i = -4 sum_j B_ij (z_i - z_j) = -4 (rowsum(B)_i z_i - (B z)_i)``,
+
+    which the forward pass accumulates row block by row block (blocks of ~1 MB, so that all
+    the passes over a block run in the CPU's cache) and keeps for the backward pass: an
+    ``n x d`` matrix instead of autograd's ``n x n`` ones, no ``n x n`` matrix but ``D``
+    itself, and a single node in the graph (at minibatch 128 the cost of a step is mostly the
+    number of operations, not their size).
     """
 
     @staticmethod
-    def forward(ctx, neg_sq, weights, gammas, ladder):
-        need_grad = ctx.needs_input_grad[0]
+    def forward(ctx, z, weights, neg_sq, gammas, ladder):
+        # gradient of sum_ij W_ij k(N_ij) in N, times 4: see the closed form above
+        grad_scale = 4.0 if ctx.needs_input_grad[0] else None
         n = neg_sq.shape[-2]
-        grad = torch.empty_like(neg_sq) if need_grad else None
-        value = neg_sq.new_zeros(neg_sq.shape[:-2])
-        # row blocks of ~1 MB, so that all the passes over a block run in the CPU's cache
         rows = max(1, _BLOCK_ELEMENTS // max(neg_sq.shape[-1], 1))
+        if n <= rows:  # one block (minibatches up to 512 cells)
+            kernel, b = _kernel_and_grad(neg_sq, gammas, ladder, grad_scale)
+            value = (kernel.mul_(weights)).sum((-1, -2))
+            if grad_scale is not None:
+                b = b.mul_(weights)
+                ctx.save_for_backward(torch.matmul(b, z).sub_(b.sum(-1, keepdim=True) * z))
+            return value
+        value = neg_sq.new_zeros(neg_sq.shape[:-2])
+        grad = torch.empty_like(z) if grad_scale is not None else None
         for start in range(0, n, rows):
             block = slice(start, start + rows)
-            kernel, block_grad = _kernel_and_grad(neg_sq[..., block, :], gammas, ladder,
-                                                  need_grad)
+            kernel, b = _kernel_and_grad(neg_sq[..., block, :], gammas, ladder, grad_scale)
             w = weights[block]
-            value += (kernel * w).sum((-1, -2))
-            if need_grad:
-                torch.mul(block_grad, w, out=grad[..., block, :])
-        if need_grad:
+            value += (kernel.mul_(w)).sum((-1, -2))
+            if grad_scale is not None:
+                b = b.mul_(w)
+                grad[..., block, :] = b @ z - b.sum(-1, keepdim=True) * z[..., block, :]
+        if grad is not None:
             ctx.save_for_backward(grad)
         return value
 
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output[..., None, None], None, None, None
+        return grad * grad_output[..., None, None], None, None, None, None
 
 
-def weighted_kernel_sum(neg_sq: torch.Tensor, weights: torch.Tensor,
-                        gamma: GammaLike) -> torch.Tensor:
-    """``sum_ij W_ij k_ij`` with ``k_ij`` the (multi-scale) Gaussian kernel, fused.
+def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike,
+                        neg_sq: torch.Tensor | None = None,
+                        symmetric: bool = False) -> torch.Tensor:
+    """``sum_ij W_ij k(z_i, z_j)`` with ``k`` the (multi-scale) Gaussian kernel, fused.
 
     Parameters
     ----------
-    neg_sq
-        ``-||z_i - z_j||^2``, shape ``(..., n, n)`` (gradients flow through it).
+    z
+        Codes, shape ``(..., n, d)`` (gradients flow to them, in closed form).
     weights
         ``W``, shape ``(n, n)``.
     gamma
         Inverse bandwidth(s) as in :func:`gaussian_kernel`; receives no gradient.
+    neg_sq
+        ``-||z_i - z_j||^2`` if the caller has it already (detached), shape ``(..., n, n)``.
+    symmetric
+        Whether ``W`` is known to be symmetric; if not, ``(W + W^T) / 2`` is used, which
+        gives the same sum (the kernel is symmetric).
 
     Returns
     -------
-    Tensor of shape ``(...)``, equal to ``(gaussian_kernel(...) * W).sum((-1, -2))``.
+    Tensor of shape ``(...)``, equal to ``(gaussian_kernel(z, z, gamma) * W).sum((-1, -2))``.
     """
-    if isinstance(gamma, int | float):
-        gammas = [float(gamma)]
-    else:
-        gamma = torch.as_tensor(gamma, dtype=neg_sq.dtype, device=neg_sq.device).detach()
-        gammas = [_expand_to(g, neg_sq) for g in (gamma.unbind(-1) if gamma.dim() else [gamma])]
-    ladder = None if isinstance(gamma, float | int) else _scale_ladder(gammas)
-    return _WeightedKernelSum.apply(neg_sq, weights.to(neg_sq.dtype), gammas, ladder)
+    gammas, ladder = _kernel_scales(gamma, z[..., :1])
+    weights = weights.detach().to(z.dtype)
+    if not symmetric:
+        weights = 0.5 * (weights + weights.T)
+    if neg_sq is None:
+        neg_sq = _neg_sq_distances(z)
+    return _WeightedKernelSum.apply(z, weights, neg_sq.detach(), gammas, ladder)
 
 
 def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
     """Kernel between rows of ``a`` and ``b`` matched one to one: ``(..., d) -> (...)``."""
     diff = a - b
-    return _mean_exp(-(diff * diff).sum(-1), gamma)
+    sq = (diff * diff).sum(-1)
+    if isinstance(gamma, int | float):
+        return torch.exp(-float(gamma) * sq)
+    gammas, ladder = _kernel_scales(gamma, sq)
+    return _KernelOfSquaredDistances.apply(sq, gammas, ladder)
 
 
 def median_heuristic_gamma(
@@ -302,7 +383,11 @@ def median_heuristic_gamma(
     Tensor of shape ``(...)``.
     """
     z = z.detach()
-    diff = z - torch.roll(z, z.shape[-2] // 2, dims=-2)
+    n = z.shape[-2]
+    if n % 2 == 0:  # the rolled pairs below are then each pair twice: same median, half the work
+        diff = z[..., : n // 2, :] - z[..., n // 2:, :]
+    else:
+        diff = z - torch.roll(z, n // 2, dims=-2)
     sq = (diff * diff).sum(-1)
     median = sq.median(dim=-1).values
     if groups is not None:
@@ -465,7 +550,9 @@ def sequential_pairs(
         rank = torch.arange(n_groups, device=counts.device)
     present = _present(counts, block)
     # later[k, l]: group l is present and comes after group k; the next one has the least rank
-    later = (rank[None, :] > rank[:, None]) & present[None, :] & _same_block(block)
+    later = (rank[None, :] > rank[:, None]) & present[None, :]
+    if block is not None:
+        later = later & _same_block(block)
     nxt = torch.where(later, rank[None, :], n_groups).argmin(dim=1)
     return torch.where(present & later.any(dim=1), nxt, -1)[:, None]
 
@@ -557,8 +644,9 @@ def kept_pair_weights(
     groups: torch.Tensor,
     n_groups: int,
     partners: torch.Tensor,
-    keep: torch.Tensor,
+    keep: torch.Tensor | None,
     unbiased: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Cell weights ``W`` such that ``sum_ij K_ij W_ij`` is the sum over pairs of the MMD^2
     between the *kept* cells of the two groups.
@@ -568,14 +656,16 @@ def kept_pair_weights(
     the cells of ``k`` (0 elsewhere) and ``b`` be ``keep[:, k]`` on the cells of ``l``; the
     pair's term is the MMD^2 between the ``a``- and ``b``-weighted empirical distributions,
 
-        ``a'Ka / |a|^2 + b'Kb / |b|^2 - 2 a'Kb / (|a| |b|)``     (V-statistic, eq. 5),
+        ``a'Ka / |a|^2 + b'Kb / |b|^2 - 2 a'Kb / (|a| |b|) = d'Kd``,  ``d = a/|a| - b/|b|``
 
-    with ``|a| = sum(a)``: the weighted MMD of Yan et al. (2017), "Mind the Class Weight Bias:
-    Weighted Maximum Mean Discrepancy for Unsupervised Domain Adaptation", CVPR, with weights
-    per cell instead of per class. With ``unbiased`` the diagonal ``i = i'`` is left out and
-    the within-group terms are divided by ``|a|^2 - sum(a^2)`` (``c (c - 1)`` for 0/1 weights,
-    eq. 3). A pair whose groups keep no cell (fewer than two, unbiased) adds 0. With ``keep``
-    all ones this equals ``pair_weights(counts, partners)[g_i, g_j]``.
+    (V-statistic, eq. 5), with ``|a| = sum(a)``: the weighted MMD of Yan et al. (2017), "Mind
+    the Class Weight Bias: Weighted Maximum Mean Discrepancy for Unsupervised Domain
+    Adaptation", CVPR, with weights per cell instead of per class. So ``W = D D'`` for the
+    ``n x S`` matrix ``D`` of the pairs' ``d``: one matrix product. With ``unbiased`` the
+    diagonal ``i = i'`` is left out and the within-group terms are divided by
+    ``|a|^2 - sum(a^2)`` (``c (c - 1)`` for 0/1 weights, eq. 3). A pair whose groups keep no
+    cell (fewer than two, unbiased) adds 0. ``keep=None`` (every cell) gives
+    ``pair_weights(counts, partners, unbiased)[g_i, g_j]``.
 
     Cost: ``O(n^2 S)`` for ``S = n_groups * n_partners`` pair slots (``n_groups`` for
     sequential pairs).
@@ -589,39 +679,49 @@ def kept_pair_weights(
     partners
         Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
     keep
-        Shape ``(n, n_groups)``; no gradient flows through it.
+        Shape ``(n, n_groups)``; no gradient flows through it. ``None``: every cell.
     unbiased
         Weights of the U-statistic (the caller's kernel diagonal is left out here).
+    dtype
+        Floating point type of ``W``; by default that of a floating ``keep``, else the
+        default dtype.
 
     Returns
     -------
     Symmetric tensor of shape ``(n, n)``.
     """
-    keep = keep.detach()
-    if not keep.is_floating_point():
-        keep = keep.to(torch.get_default_dtype())
-    first = torch.arange(n_groups, device=groups.device).repeat_interleave(partners.shape[1])
+    if dtype is None:
+        dtype = keep.dtype if keep is not None and keep.is_floating_point() \
+            else torch.get_default_dtype()
     second = partners.reshape(-1)
     valid = second >= 0
     second = second.clamp_min(0)
-    member = torch.nn.functional.one_hot(groups, n_groups).to(keep.dtype)  # (n, G)
-    a = member[:, first] * keep[:, second]  # (n, S): kept cells of each pair's first group
-    b = member[:, second] * keep[:, first]  # and of its second group
-    size_a, size_b = a.sum(0), b.sum(0)
-    if unbiased:
-        within_a = size_a * size_a - (a * a).sum(0)
-        within_b = size_b * size_b - (b * b).sum(0)
+    codes = torch.arange(n_groups, device=groups.device)
+    member = (groups[:, None] == codes).to(dtype)  # (n, G)
+    if partners.shape[1] == 1:  # one partner per group: slot k is group k and its partner
+        first = None
+        a, b = member, member[:, second]
     else:
-        within_a, within_b = size_a * size_a, size_b * size_b
+        first = codes.repeat_interleave(partners.shape[1])
+        a, b = member[:, first], member[:, second]
+    if keep is not None:
+        keep = keep.detach().to(dtype)
+        a = a * keep[:, second]  # kept cells of each pair's first group
+        b = b * (keep if first is None else keep[:, first])  # and of its second group
+    size_a, size_b = a.sum(0), b.sum(0)
+    if not unbiased:
+        ok = (valid & (size_a > 0) & (size_b > 0)).to(dtype)
+        diff = a * (ok / size_a.clamp_min(1e-12)) - b * (ok / size_b.clamp_min(1e-12))
+        return diff @ diff.T
+    within_a = size_a * size_a - (a * a).sum(0)
+    within_b = size_b * size_b - (b * b).sum(0)
     ok = valid & (within_a > 0) & (within_b > 0)
     inv_a = torch.where(ok, 1.0 / within_a.clamp_min(1e-12), 0.0)
     inv_b = torch.where(ok, 1.0 / within_b.clamp_min(1e-12), 0.0)
     cross = torch.where(ok, 1.0 / (size_a * size_b).clamp_min(1e-12), 0.0)
     ab = (a * cross) @ b.T
     weights = (a * inv_a) @ a.T + (b * inv_b) @ b.T - ab - ab.T
-    if unbiased:
-        weights.fill_diagonal_(0.0)
-    return weights
+    return weights.fill_diagonal_(0.0)
 
 
 def grouped_mmd_exact(
@@ -636,8 +736,8 @@ def grouped_mmd_exact(
     """Sum of exact MMD^2 (:func:`mmd_exact`, or :func:`mmd_unbiased`) over pairs of groups.
 
     The kernel matrix ``K`` of the whole minibatch is built once and the sum over pairs is
-    ``sum_ij K_ij W[g_i, g_j]`` (see :func:`pair_weights`; ``i = j`` left out if
-    ``unbiased``).
+    ``sum_ij K_ij W_ij`` (see :func:`kept_pair_weights`, equal to :func:`pair_weights`
+    ``[g_i, g_j]`` without ``keep``; ``i = j`` left out if ``unbiased``).
 
     Bias and cost as :func:`mmd_exact` (biased, ``>= 0``) or :func:`mmd_unbiased` (unbiased;
     a pair with a group of fewer than two cells adds 0); ``O(n^2 d)`` time and ``O(n^2)``
@@ -661,30 +761,23 @@ def grouped_mmd_exact(
         The U-statistic of :func:`mmd_unbiased` instead of the V-statistic.
     keep
         Optional ``(n, n_groups)`` weights: only the kept cells of each pair's groups are
-        compared (:func:`kept_pair_weights`). ``None``: every cell.
+        compared (:func:`kept_pair_weights`); or a function that returns them from
+        ``-||z_i - z_j||^2`` (detached, shape ``(..., n, n)``), so that a caller who selects
+        cells by distance (the guard) does not compute the distances a second time.
+        ``None``: every cell.
 
     Returns
     -------
     Tensor of shape ``(...)``; 0 when fewer than two groups are present.
     """
     groups = _check_grouped_inputs(z, groups)
-    if keep is not None:
-        if partners is None:
-            partners = sequential_pairs(group_counts(groups, n_groups, z.dtype))
-        cell_weights = kept_pair_weights(groups, n_groups, partners, keep, unbiased)
-    else:
-        counts = group_counts(groups, n_groups, z.dtype)
-        if partners is None:
-            partners = sequential_pairs(counts)
-        weights = pair_weights(counts, partners, unbiased)
-        cell_weights = weights[groups].index_select(1, groups)  # (n, n): W[g_i, g_j]
-        if unbiased:
-            cell_weights = cell_weights.fill_diagonal_(0.0)
-    if isinstance(gamma, int | float):  # gamma folded into the matrix product
-        neg_sq = _neg_scaled_sq_distances(z, z, float(gamma), clamp=False)
-        return weighted_kernel_sum(neg_sq, cell_weights, 1.0)
-    neg_sq = _neg_scaled_sq_distances(z, z, 1.0, clamp=False)  # clamped in the fused sum
-    return weighted_kernel_sum(neg_sq, cell_weights, gamma)
+    neg_sq = _neg_sq_distances(z)
+    if callable(keep):
+        keep = keep(neg_sq)
+    if partners is None:
+        partners = sequential_pairs(group_counts(groups, n_groups, torch.long))
+    cell_weights = kept_pair_weights(groups, n_groups, partners, keep, unbiased, z.dtype)
+    return weighted_kernel_sum(z, cell_weights, gamma, neg_sq=neg_sq, symmetric=True)
 
 
 def grouped_mmd_linear(
@@ -747,7 +840,8 @@ def grouped_mmd_linear(
     x1, x2, y1, y2 = order[positions.clamp_(max=n - 1)]
     # the four kernel terms of h((x1, y1), (x2, y2)), with signs + + - -, in one gather
     first, second = torch.stack([x1, y1, x1, x2]), torch.stack([x2, y2, y2, y1])
-    kernels = _paired_kernel(z[..., first, :], z[..., second, :], gamma)  # (..., 4, n, P)
+    left, right = z[..., torch.stack([first, second]), :].unbind(-5)  # one gather
+    kernels = _paired_kernel(left, right, gamma)  # (..., 4, n, P)
     weight = torch.where(is_pair & (rank < half), 1.0 / half.clamp_min(1).to(z.dtype), 0.0)
     sign = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=z.dtype, device=z.device)
     return (kernels * (sign[:, None, None] * weight)).sum((-1, -2, -3))
@@ -797,7 +891,8 @@ def grouped_mmd(
         cells, so its share of the term scales as ``1 / n`` like its share of the ELBO.
     keep
         Optional ``(n, n_groups)`` cell weights of the exact estimators: each pair compares
-        only its kept cells (:func:`kept_pair_weights`). Not with ``"fast"``.
+        only its kept cells (:func:`kept_pair_weights`), or a function that returns them
+        from the distances (see :func:`grouped_mmd_exact`). Not with ``"fast"``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")

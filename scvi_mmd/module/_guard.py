@@ -39,7 +39,11 @@ def validate_guard_neighbors(value) -> int:
 
 
 def mutual_neighbours(
-    z: torch.Tensor, groups: torch.Tensor, n_groups: int, n_neighbors: int
+    z: torch.Tensor,
+    groups: torch.Tensor,
+    n_groups: int,
+    n_neighbors: int,
+    neg_sq: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which cells have a mutual ``n_neighbors``-nearest neighbour in each other group.
 
@@ -57,6 +61,9 @@ def mutual_neighbours(
         Number of groups.
     n_neighbors
         ``k`` of the ``k``-nearest neighbours.
+    neg_sq
+        ``-||z_i - z_j||^2`` if the caller has it (shape ``(n, n)``, or ``(s, n, n)``: the
+        first sample is used); computed from ``z`` otherwise.
 
     Returns
     -------
@@ -68,7 +75,12 @@ def mutual_neighbours(
         z = z[0]
     groups = groups.reshape(-1).long()
     n = z.shape[0]
-    dist = squared_distances(z, z)
+    if neg_sq is None:
+        dist = squared_distances(z, z)
+    else:
+        while neg_sq.dim() > 2:
+            neg_sq = neg_sq[0]
+        dist = -neg_sq.detach()  # a new tensor: the caller's is not changed below
     dist.fill_diagonal_(float("inf"))
     member = torch.nn.functional.one_hot(groups, n_groups).bool()  # (n, G)
     k = min(n_neighbors, n)
@@ -100,9 +112,19 @@ class MutualNeighbourGuard:
     def __init__(self, n_neighbors: int = 3):
         self.n_neighbors = validate_guard_neighbors(n_neighbors)
 
-    def keep(self, z: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
-        """``(n, n_groups)`` 0/1 weights: the cells each batch pair's MMD compares."""
-        return mutual_neighbours(z, groups, n_groups, self.n_neighbors).to(z.dtype)
+    def keep(
+        self,
+        z: torch.Tensor,
+        groups: torch.Tensor,
+        n_groups: int,
+        neg_sq: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(n, n_groups)`` 0/1 weights: the cells each batch pair's MMD compares.
+
+        ``neg_sq``: the minibatch's ``-||z_i - z_j||^2``, if already computed (as
+        :func:`scvi_mmd.mmd.grouped_mmd_exact` passes it to a callable ``keep``).
+        """
+        return mutual_neighbours(z, groups, n_groups, self.n_neighbors, neg_sq).to(z.dtype)
 
     def __repr__(self) -> str:
         return f"MutualNeighbourGuard(n_neighbors={self.n_neighbors})"

@@ -265,6 +265,7 @@ class MMDVAE(VAE):
         self.mmd_kernel_scales = (
             None if mmd_kernel_scales is None else [float(s) for s in mmd_kernel_scales]
         )
+        self._scales_tensor = None
         self.mmd_pairs = mmd_pairs
         self.mmd_conditional = bool(mmd_conditional)
         if mmd_guard is None:
@@ -300,7 +301,10 @@ class MMDVAE(VAE):
             gamma = median_heuristic_gamma(z, labels, ignore=self.mmd_unlabeled_code)
         if self.mmd_kernel_scales is None:
             return gamma
-        scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
+        scales = self._scales_tensor
+        if scales is None or scales.dtype != z.dtype or scales.device != z.device:
+            scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
+            self._scales_tensor = scales  # made once, not at every step
         return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
 
     def mmd_loss(
@@ -387,10 +391,13 @@ class MMDVAE(VAE):
             reduction=self.mmd_pair_reduction,
             keep=self._guard_keep(z, batch_index, self.n_batch),
         )
-        return value.mean()
+        return value if value.dim() == 0 else value.mean()
 
-    def _guard_keep(self, z, batch_index, n_groups) -> torch.Tensor | None:
-        return None if self.mmd_guard is None else self.mmd_guard.keep(z, batch_index, n_groups)
+    def _guard_keep(self, z, batch_index, n_groups):
+        """The guard's cell weights, as a function of the distances the exact MMD computes."""
+        if self.mmd_guard is None:
+            return None
+        return lambda neg_sq: self.mmd_guard.keep(z, batch_index, n_groups, neg_sq)
 
     @unsupported_if_adata_minified
     def loss(
