@@ -14,8 +14,9 @@ the match is not mutual and the cell is left out of the pair: nothing pulls it. 
 shared types find each other and are aligned as by the plain MMD. Nearest neighbours are
 invariant to a common shift of one batch, so the matches hold before the batches are aligned,
 and they get cleaner as the alignment proceeds. The matches are recomputed on every minibatch
-from the detached latent codes (no gradient flows through them): ``O(n^2 d)`` for the
-distances and one ``k``-smallest selection per batch over an ``n x n`` matrix.
+from the detached latent codes (no gradient flows through them): one ``k``-smallest
+selection per batch over the ``n x n`` distances, which the exact MMD computes anyway and
+hands over (``O(n^2 d)`` only when called on its own).
 """
 
 from __future__ import annotations
