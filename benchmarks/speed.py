@@ -13,9 +13,10 @@ of the machine hit every method alike. It prints the median epoch time of each a
 to SCVI.
 
 Part 2 times the grouped MMD function alone (forward + backward) for n = 128 .. 8192 cells,
-with both kernels, and reports the memory it keeps for the backward pass and its peak memory
+with both kernels, and reports the memory it keeps for the backward pass, its peak memory
 (allocated tensors during one forward + backward: the profiler's events on the CPU, the
-allocator's high-water mark on CUDA).
+allocator's high-water mark on CUDA) and the number of tensor operations it dispatches
+(what its time at small minibatches mostly depends on).
 """
 
 from __future__ import annotations
@@ -163,7 +164,25 @@ def time_function(n, n_batches, mode, device, repeats, kernel="gamma1", d=10):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = peak_cpu_bytes(step) / 2**20
-    return statistics.median(times), saved / 2**20, peak
+    return statistics.median(times), saved / 2**20, peak, count_ops(step)
+
+
+def count_ops(fn) -> int:
+    """Number of tensor operations ``fn()`` dispatches (top-level aten calls, profiler).
+
+    At small minibatches the cost of the MMD term is mostly this count (each operation has a
+    fixed cost of several microseconds on a CPU), and unlike a time it does not depend on the
+    machine or its load.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(
+        1 for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
 
 
 def peak_cpu_bytes(fn) -> int:
@@ -230,13 +249,14 @@ def main(argv=None):
             for n in args.function_sizes:
                 for mode in ("normal", "fast"):
                     for kernel in KERNELS:
-                        seconds, saved_mb, peak_mb = time_function(
+                        seconds, saved_mb, peak_mb, n_ops = time_function(
                             n, n_batches, mode, device, repeats=5 if n <= 2048 else 2,
                             kernel=kernel,
                         )
                         rows.append({"n_batches": n_batches, "n": n, "mode": mode,
                                      "kernel": kernel, "ms_fwd_bwd": 1e3 * seconds,
-                                     "saved_mb": saved_mb, "peak_mb": peak_mb})
+                                     "saved_mb": saved_mb, "peak_mb": peak_mb,
+                                     "n_ops": n_ops})
         functions = pd.DataFrame(rows)
         print("\nMMD function alone, forward + backward (d = 10):")
         print(functions.to_string(index=False, float_format="%.3f"))
