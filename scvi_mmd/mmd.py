@@ -103,14 +103,18 @@ def _neg_scaled_sq_distances(
     same = y is x
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
-    y = x if same else y - shift
     x_sq = (x * x).sum(-1, keepdim=True)  # (x * x, not x.square(): pow is slow on CPU)
-    y_sq = x_sq if same else (y * y).sum(-1, keepdim=True)
-    left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
-    right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq], dim=-1)
-    neg_sq = left @ right.transpose(-1, -2)
-    if same:  # exact zeros on the diagonal (the Gram form leaves ~eps ||x||^2 there)
-        neg_sq.diagonal(dim1=-2, dim2=-1).zero_()
+    if same:  # 2 g x.x' - g |x|^2 - g |x'|^2, with exact zeros on the diagonal
+        neg_sq = (x @ x.transpose(-1, -2)) * (2.0 * gamma) - gamma * x_sq
+        neg_sq = neg_sq - gamma * x_sq.transpose(-1, -2)
+        neg_sq.diagonal(dim1=-2, dim2=-1).zero_()  # (the Gram form leaves ~eps ||x||^2)
+    else:
+        y = y - shift
+        y_sq = (y * y).sum(-1, keepdim=True)
+        left = torch.cat([x, x_sq, torch.ones_like(x_sq)], dim=-1)
+        right = torch.cat([(2.0 * gamma) * y, torch.full_like(y_sq, -gamma), -gamma * y_sq],
+                          dim=-1)
+        neg_sq = left @ right.transpose(-1, -2)
     return neg_sq.clamp_(max=0.0) if clamp else neg_sq
 
 
@@ -255,12 +259,8 @@ def _neg_sq_distances(z: torch.Tensor) -> torch.Tensor:
     """``-||z_i - z_j||^2`` of one sample with itself, without gradient (see
     :func:`_neg_scaled_sq_distances`; not clamped: the kernel is clamped instead)."""
     with torch.no_grad():
-        x = z - z.mean(dim=-2, keepdim=True)
-        sq = (x * x).sum(-1)
-        neg_sq = torch.matmul(x, x.transpose(-1, -2)).mul_(2.0)
-        neg_sq.sub_(sq[..., :, None]).sub_(sq[..., None, :])
-        neg_sq.diagonal(dim1=-2, dim2=-1).zero_()
-        return neg_sq
+        z = z.detach()
+        return _neg_scaled_sq_distances(z, z, 1.0, clamp=False)
 
 
 class _WeightedKernelSum(torch.autograd.Function):
@@ -285,26 +285,18 @@ class _WeightedKernelSum(torch.autograd.Function):
         grad_scale = 4.0 if ctx.needs_input_grad[0] else None
         n = neg_sq.shape[-2]
         rows = max(1, _BLOCK_ELEMENTS // max(neg_sq.shape[-1], 1))
-        if n <= rows:  # one block (minibatches up to 512 cells)
-            kernel, b = _kernel_and_grad(neg_sq, gammas, ladder, grad_scale)
-            value = (kernel.mul_(weights)).sum((-1, -2))
-            if grad_scale is not None:
-                b = b.mul_(weights)
-                ctx.save_for_backward(torch.matmul(b, z).sub_(b.sum(-1, keepdim=True) * z))
-            return value
-        value = neg_sq.new_zeros(neg_sq.shape[:-2])
-        grad = torch.empty_like(z) if grad_scale is not None else None
-        for start in range(0, n, rows):
+        values, grads = [], []
+        for start in range(0, n, rows):  # one block up to 512 cells
             block = slice(start, start + rows)
             kernel, b = _kernel_and_grad(neg_sq[..., block, :], gammas, ladder, grad_scale)
             w = weights[block]
-            value += (kernel.mul_(w)).sum((-1, -2))
+            values.append(kernel.mul_(w).sum((-1, -2)))
             if grad_scale is not None:
                 b = b.mul_(w)
-                grad[..., block, :] = b @ z - b.sum(-1, keepdim=True) * z[..., block, :]
-        if grad is not None:
-            ctx.save_for_backward(grad)
-        return value
+                grads.append(torch.matmul(b, z).sub_(b.sum(-1, keepdim=True) * z[..., block, :]))
+        if grads:
+            ctx.save_for_backward(grads[0] if len(grads) == 1 else torch.cat(grads, dim=-2))
+        return values[0] if len(values) == 1 else torch.stack(values).sum(0)
 
     @staticmethod
     def backward(ctx, grad_output):

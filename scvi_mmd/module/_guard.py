@@ -83,7 +83,8 @@ def mutual_neighbours(
             neg_sq = neg_sq[0]
         dist = -neg_sq.detach()  # a new tensor: the caller's is not changed below
     dist.fill_diagonal_(float("inf"))
-    member = torch.nn.functional.one_hot(groups, n_groups).bool()  # (n, G)
+    # (not one_hot: it checks the codes' range on the host, a sync on GPUs)
+    member = groups[:, None] == torch.arange(n_groups, device=groups.device)  # (n, G)
     k = min(n_neighbors, n)
     # k-th smallest distance from each cell to each group (inf when the group has < k cells):
     # one (G, n, n) selection when that is small (many batches), else one per group
