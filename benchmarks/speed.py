@@ -160,48 +160,33 @@ def time_function(n, n_batches, mode, device, repeats, kernel="gamma1", d=10):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     _, saved = saved_bytes(mmd)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = peak_cpu_bytes(step) / 2**20
-    return statistics.median(times), saved / 2**20, peak, count_ops(step)
+    n_ops, peak_cpu = profile_step(step)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_cpu
+    return statistics.median(times), saved / 2**20, peak / 2**20, n_ops
 
 
-def count_ops(fn) -> int:
-    """Number of tensor operations ``fn()`` dispatches (top-level aten calls, profiler).
+def profile_step(fn) -> tuple[int, int]:
+    """Tensor operations ``fn()`` dispatches, and the high-water mark of its CPU tensors.
 
-    At small minibatches the cost of the MMD term is mostly this count (each operation has a
-    fixed cost of several microseconds on a CPU), and unlike a time it does not depend on the
-    machine or its load.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(
-        1 for e in prof.events()
-        if e.name.startswith("aten::")
-        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
-    )
-
-
-def peak_cpu_bytes(fn) -> int:
-    """High-water mark of the tensor memory allocated on the CPU during ``fn()``.
-
-    From the profiler's record of each operation's allocations and releases, summed in the
-    order the operations start (tensors that existed before the call are not counted).
+    One profiled call. The operations are the top-level aten calls: at small minibatches the
+    cost of the MMD term is mostly their number (each has a fixed cost of several
+    microseconds on a CPU), which unlike a time does not depend on the machine or its load.
+    The memory is each operation's own allocations minus releases (and the "[memory]"
+    releases between operations), summed in the order they start; tensors that existed
+    before the call are not counted.
     """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    # each operation's own allocations minus releases, and "[memory]" releases between them
     events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    current = peak = 0
+    n_ops = current = peak = 0
     for event in events:
+        n_ops += event.name.startswith("aten::") and (
+            event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::"))
         current += event.self_cpu_memory_usage
         peak = max(peak, current)
-    return peak
+    return n_ops, peak
 
 
 def main(argv=None):
