@@ -11,9 +11,10 @@ compares those cells only (a weighted MMD, :func:`scvi_mmd.mmd.kept_pair_weights
 Why this guards: a cell of a type that batch ``l`` lacks has nearest neighbours in ``l`` (cells
 of the most similar type), but those cells have closer partners in ``k`` (their own type), so
 the match is not mutual and the cell is left out of the pair: nothing pulls it. Cells of
-shared types find each other and are aligned as by the plain MMD. Nearest neighbours are
-invariant to a common shift of one batch, so the matches hold before the batches are aligned,
-and they get cleaner as the alignment proceeds. The matches are recomputed on every minibatch
+shared types find each other and are aligned as by the plain MMD. The matches are right
+before the batches are aligned when the batch effect is small next to the distances between
+types (the assumption of Haghverdi et al.; a shift of one batch does change which cells of the
+other batch are nearest), and they get cleaner as the alignment proceeds. The matches are recomputed on every minibatch
 from the detached latent codes (no gradient flows through them): one ``k``-smallest
 selection per batch over the ``n x n`` distances, which the exact MMD computes anyway and
 hands over (``O(n^2 d)`` only when called on its own).
