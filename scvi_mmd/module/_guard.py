@@ -14,10 +14,10 @@ the match is not mutual and the cell is left out of the pair: nothing pulls it. 
 shared types find each other and are aligned as by the plain MMD. The matches are right
 before the batches are aligned when the batch effect is small next to the distances between
 types (the assumption of Haghverdi et al.; a shift of one batch does change which cells of the
-other batch are nearest), and they get cleaner as the alignment proceeds. The matches are recomputed on every minibatch
-from the detached latent codes (no gradient flows through them): one ``k``-smallest
-selection per batch over the ``n x n`` distances, which the exact MMD computes anyway and
-hands over (``O(n^2 d)`` only when called on its own).
+other batch are nearest), and they get cleaner as the alignment proceeds. The matches are
+recomputed on every minibatch from the detached latent codes (no gradient flows through
+them): one ``k``-smallest selection per batch over the ``n x n`` distances, which the exact
+MMD computes anyway and hands over (``O(n^2 d)`` only when called on its own).
 """
 
 from __future__ import annotations

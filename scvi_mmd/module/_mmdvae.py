@@ -265,7 +265,12 @@ class MMDVAE(VAE):
         self.mmd_kernel_scales = (
             None if mmd_kernel_scales is None else [float(s) for s in mmd_kernel_scales]
         )
-        self._scales_tensor = None
+        # moves with the module's .to(); not saved (the list above is the setting)
+        self.register_buffer(
+            "_kernel_scales",
+            None if self.mmd_kernel_scales is None else torch.tensor(self.mmd_kernel_scales),
+            persistent=False,
+        )
         self.mmd_pairs = mmd_pairs
         self.mmd_conditional = bool(mmd_conditional)
         if mmd_guard is None:
@@ -301,10 +306,9 @@ class MMDVAE(VAE):
             gamma = median_heuristic_gamma(z, labels, ignore=self.mmd_unlabeled_code)
         if self.mmd_kernel_scales is None:
             return gamma
-        scales = self._scales_tensor
-        if scales is None or scales.dtype != z.dtype or scales.device != z.device:
-            scales = torch.tensor(self.mmd_kernel_scales, dtype=z.dtype, device=z.device)
-            self._scales_tensor = scales  # made once, not at every step
+        scales = self._kernel_scales
+        if scales.dtype != z.dtype:  # (e.g. under autocast)
+            scales = scales.to(z.dtype)
         return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
 
     def mmd_loss(
