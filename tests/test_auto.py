@@ -36,7 +36,7 @@ def test_choice_stops_where_the_knob_turns_back():
 def test_choice_is_the_lowest_weight_when_nothing_falls():
     choice = choose_mmd_weight(curve([0.5, 0.49, 0.495, 0.49]))
     assert choice.weight == 1.0 and choice.target is None
-    assert "nothing for the knob to align" in choice.reason
+    assert "every weight aligns the batches about as much" in choice.reason
     assert choose_mmd_weight(curve([0.5], weights=(3.0,))).weight == 3.0
 
 

@@ -74,9 +74,12 @@ def choose_mmd_weight(
         lowest weight to its minimum) that the chosen weight must reach; ``1`` (default) picks
         the minimum of ``L_mmd``.
     min_fall
-        If ``L_mmd`` falls by less than this fraction of its value at the lowest weight, the
-        knob has nothing to align (no batch effect, or a single batch) and the lowest weight
-        is chosen.
+        If ``L_mmd`` falls by less than this fraction of its value at the lowest weight, every
+        weight aligns the batches about as much and the lowest weight is chosen. That happens
+        when there is nothing to align (no batch effect, a single batch), and also when the
+        model aligns the batches at every weight of its range (seen after long trainings:
+        the ELBO does not ask for batch differences in the latent space, so nothing keeps
+        them at the bottom of the range).
 
     Returns
     -------
@@ -98,8 +101,9 @@ def choose_mmd_weight(
     if not start - lowest > min_fall * abs(start):
         return WeightChoice(float(weights[0]), rule,
                             f"L_mmd falls by less than {min_fall:.0%} over the range ({start:.4g}"
-                            f" at weight {weights[0]:g}, {lowest:.4g} at least): nothing for "
-                            "the knob to align, so the lowest weight.")
+                            f" at weight {weights[0]:g}, {lowest:.4g} at least): every weight "
+                            "aligns the batches about as much (nothing to align, or aligned "
+                            "already at the lowest weight), so the lowest weight.")
     target = max(start - share * (start - lowest), lowest)  # (rounding, share = 1)
     after = int(np.flatnonzero(loss <= target)[0])
     weight = float(weights[after])
