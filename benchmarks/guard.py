@@ -83,12 +83,13 @@ def run(args) -> pd.DataFrame:
         fit_pca(adata)
         keys = []
 
-        def record(key, method, weight, latent, seconds, **extra):
+        def record(key, method, weight, latent, seconds, trained_epochs=epochs, **extra):
             adata.obsm[key] = latent
             keys.append(key)
             report = exclusive_type_report(latent, adata.obs[labels_key], adata.obs[batch_key])
             rows.append({"dataset": args.dataset, "seed": seed, "method": method,
-                         "mmd_weight": weight, "max_epochs": epochs, "fit_seconds": seconds,
+                         "mmd_weight": weight, "max_epochs": trained_epochs,
+                         "fit_seconds": seconds,
                          "embedding": key,
                          "knn_batch_mixing": batch_mixing(latent, adata.obs[batch_key]),
                          **report, **extra})
@@ -107,7 +108,7 @@ def run(args) -> pd.DataFrame:
                 name = "guarded" if guard else "plain"
                 record(f"X_{name}_{w:g}", name, w, model.get_latent_representation(), seconds)
         # None: scvi-tools' heuristic, what the command line trains with no --max-epochs
-        default_epochs = None if cli_epochs else int(args.default_epochs or epochs)
+        default_epochs = None if cli_epochs else args.default_epochs or epochs
         auto, auto_seconds = fit(adata, batch_key, seed, default_epochs, mmd_weight="auto",
                                  **KERNEL)
         choice = auto.mmd_weight_choice
@@ -149,6 +150,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--no-scib", action="store_true", help="skip scib-metrics")
     parser.add_argument("--default-epochs", default=None,
+                        type=lambda v: v if v == "cli" else int(v),
                         help="epochs of the default: 'cli' (scvi-tools' heuristic, as "
                              "`scvi-mmd integrate`) or a number; default: --epochs")
     parser.add_argument("--default-only", action="store_true",

@@ -180,7 +180,7 @@ def main() -> None:
         cli = table[table["method"] == DEFAULTS[1]]
         if len(cli):
             seeds = ",".join(str(s) for s in sorted(cli["seed"].unique()))
-            epochs = "/".join(str(int(e)) for e in sorted(cli["trained_epochs"].unique()))
+            epochs = "/".join(str(int(e)) for e in sorted(cli["max_epochs"].unique()))
             fixed = "/".join(str(int(e)) for e in sorted(
                 table.loc[~table["method"].isin(DEFAULTS), "max_epochs"].unique()))
             command += "; " + CLI_RERUN.format(d=dataset, seeds=seeds, epochs=epochs,

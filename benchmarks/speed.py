@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import torch
 
 import scvi
+from scvi import REGISTRY_KEYS
 from scvi_mmd import SCVIMMD
 from scvi_mmd.mmd import grouped_mmd, median_heuristic_gamma
 
@@ -134,17 +135,26 @@ def time_mmd_term(model: SCVIMMD, batch_size: int, repeats: int = 200) -> float:
     device = next(module.parameters()).device
     z = torch.as_tensor(model.get_latent_representation(indices=np.arange(batch_size)),
                         device=device).requires_grad_()
-    codes = model.adata.obs[model.adata_manager.get_state_registry("batch").original_key]
-    batch = torch.tensor(codes.cat.codes.to_numpy()[:batch_size], dtype=torch.long,
-                         device=device)[:, None]
+    codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)  # as the module sees
+    batch = torch.as_tensor(np.asarray(codes[:batch_size]), device=device).long()
+    return median_seconds(lambda: module.mmd_loss(z, batch).backward(), device, repeats,
+                          warmup=10)
+
+
+def median_seconds(step, device, repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``step()`` over ``repeats`` calls after ``warmup`` calls
+    (on CUDA, synchronised after each)."""
+    for _ in range(warmup):
+        step()
     times = []
-    for i in range(repeats + 10):
-        start = time.perf_counter()
-        module.mmd_loss(z, batch).backward()
+    for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= 10:  # (the first calls warm up)
-            times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -182,21 +192,13 @@ def time_function(n, n_batches, mode, device, repeats, kernel="gamma1", d=10):
         out.backward()
         return out
 
-    step()  # warm-up
+    seconds = median_seconds(step, device, repeats)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
     _, saved = saved_bytes(mmd)
     n_ops, peak_cpu = profile_step(step)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_cpu
-    return statistics.median(times), saved / 2**20, peak / 2**20, n_ops
+    return seconds, saved / 2**20, peak / 2**20, n_ops
 
 
 def profile_step(fn) -> tuple[int, int]:
