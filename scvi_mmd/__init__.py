@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import mmd
+from ._defaults import DEFAULT_STRENGTH, ORIGINAL_DESIGN
 from .model import SCVIMMD
 from .module import MMDVAE
 from .train import MMDTrainingPlan
@@ -12,4 +13,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SCVIMMD", "MMDVAE", "MMDTrainingPlan", "mmd", "__version__"]
+__all__ = [
+    "DEFAULT_STRENGTH",
+    "MMDTrainingPlan",
+    "MMDVAE",
+    "ORIGINAL_DESIGN",
+    "SCVIMMD",
+    "__version__",
+    "mmd",
+]

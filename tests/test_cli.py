@@ -9,7 +9,7 @@ import anndata
 import numpy as np
 import pytest
 
-from scvi_mmd import SCVIMMD, cli
+from scvi_mmd import DEFAULT_STRENGTH, SCVIMMD, cli
 from scvi_mmd.data import simulate_batches
 
 FAST = ["--max-epochs", "2", "--n-top-genes", "60"]
@@ -59,21 +59,45 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert (result.var_names == original.var_names).all()  # all genes kept, not only HVGs
     assert (result.X != original.X).nnz == 0
     assert result.obs.equals(original.obs)
-    # the default: the guard and the automatic weight from one loss-conditional training
+    # the default: the library's default strength, the guard and the recommended kernel
     record = result.uns["scvi_mmd"]
-    assert record["mmd_weight"] == "auto" and bool(record["mmd_guard"])
-    assert list(record["mmd_weight_range"]) == [0.1, 1000.0]
-    assert record["auto"]["weight"] == pytest.approx(record["latent_mmd_weight"])
-    assert 0.1 <= record["auto"]["weight"] <= 1000.0 and "L_mmd" in record["auto"]["reason"]
-    assert "automatic weight" in stdout and "guard against over-correction: on" in stdout
-    assert {p.name for p in plots.iterdir()} == {
-        "training_curves.png", "umap.png", "knob_curve.csv", "knob_curve.png",
-        "umap_grid_batch.png", "umap_grid_cell_type.png"}
+    assert record["mmd_weight"] == "strength" and bool(record["mmd_guard"])
+    assert record["strength"]["strength"] == DEFAULT_STRENGTH
+    assert record["mmd_mode"] == "unbiased" and "auto" not in record and "curve" not in record
+    assert "strength" in stdout and "guard against over-correction: on" in stdout
+    assert {p.name for p in plots.iterdir()} == {"training_curves.png", "umap.png"}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     model = SCVIMMD.load(str(model_dir))
     assert model.module.mmd_kernel_gamma == "median"
-    assert model.mmd_weight_default == pytest.approx(record["auto"]["weight"])
+    state = model.mmd_strength_state
+    assert state["phase"] == record["strength"]["phase"]
+    assert state["weight"] == pytest.approx(float(record["strength"]["weight"]))
+
+
+def test_integrate_auto_weight(h5ad, tmp_path, capsys):
+    out, plots = tmp_path / "out.h5ad", tmp_path / "plots"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--labels-key", "cell_type",
+                     *FAST, "--mmd-weight", "auto", "-o", str(out), "--plots", str(plots)])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    # the automatic weight from one loss-conditional training, with the guard
+    record = anndata.read_h5ad(out).uns["scvi_mmd"]
+    assert record["mmd_weight"] == "auto" and bool(record["mmd_guard"])
+    assert list(record["mmd_weight_range"]) == [0.1, 1000.0]
+    assert record["auto"]["weight"] == pytest.approx(record["latent_mmd_weight"])
+    assert 0.1 <= record["auto"]["weight"] <= 1000.0 and "L_mmd" in record["auto"]["reason"]
+    assert "automatic weight" in stdout
+    assert {p.name for p in plots.iterdir()} == {
+        "training_curves.png", "umap.png", "knob_curve.csv", "knob_curve.png",
+        "umap_grid_batch.png", "umap_grid_cell_type.png"}
+
+
+def test_strength_and_weight_exclude_each_other(h5ad, tmp_path, capsys):
+    base = ["integrate", str(h5ad), "--batch-key", "batch", *FAST, "-o", str(tmp_path / "o.h5ad")]
+    assert "not both" in run_error(capsys, base + ["--strength", "0.5", "--mmd-weight", "10"])
+    assert "[0, 1]" in run_error(capsys, base + ["--strength", "1.5"])
+    assert not (tmp_path / "o.h5ad").exists()
 
 
 def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
@@ -106,7 +130,7 @@ def test_integrate_weight_range_trains_once_and_writes_the_curve(h5ad, tmp_path,
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--mmd-weight", "10", "--latent-weight", "10"], "only with --mmd-weight LOW:HIGH"),
-     (["--latent-weight", "2000"], "outside --mmd-weight 0.1:1000"),
+     (["--mmd-weight", "auto", "--latent-weight", "2000"], "outside --mmd-weight 0.1:1000"),
      (["--mmd-mode", "fast", "--guard"], "exact estimator"),
      (["--mmd-weight", "1:100", "--latent-weight", "1000"], "outside --mmd-weight 1:100")],
 )

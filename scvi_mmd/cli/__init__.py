@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scvi_mmd._defaults import DEFAULT_KERNEL_SCALES, DEFAULT_MODE, DEFAULT_STRENGTH
+
 from ._common import (
-    DEFAULT_SCALES,
-    DEFAULT_WEIGHT,
     DEMO_EPOCHS,
     LATENT_KEY,
     InputError,
@@ -58,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--n-top-genes", type=int, default=2000,
                            help="highly variable genes to train on, seurat_v3 per batch; "
                            "0 = all genes (default: 2000)")
-    integrate.add_argument("--mmd-weight", type=weight_or_range_arg, default=DEFAULT_WEIGHT,
-                           help="'auto' (default): one loss-conditional training over 0.1:1000 "
-                           "and the weight chosen from its label-free curve (recorded in "
-                           "uns['scvi_mmd']['auto']); LOW:HIGH: one loss-conditional training "
-                           "over that range, written with its curve; or one fixed weight")
+    integrate.add_argument("--strength", type=float, default=None,
+                           help="correction strength in [0, 1]: the weight is set during "
+                           "training so that the batches' latent discrepancy goes from scVI's "
+                           "level (0) to the noise of a minibatch with no batch effect (1); "
+                           f"default {DEFAULT_STRENGTH:g} unless --mmd-weight is given")
+    integrate.add_argument("--mmd-weight", type=weight_or_range_arg, default=None,
+                           help="instead of --strength: one fixed weight; LOW:HIGH: one "
+                           "loss-conditional training over that range, written with its curve; "
+                           "'auto': the range 0.1:1000 and the weight chosen from its "
+                           "label-free curve (recorded in uns['scvi_mmd']['auto'])")
     integrate.add_argument("--latent-weight", type=weight_arg, default=None,
                            help="with a range (or auto), the weight whose latent is written "
                            "(default: the automatic choice for auto, else the geometric middle "
@@ -73,13 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "the other batch (default: on, except with --label-aware or "
                            "--mmd-mode fast)")
     integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
-                           default="normal", help="MMD estimator (default: normal)")
+                           default=DEFAULT_MODE, help=f"MMD estimator (default: {DEFAULT_MODE})")
     integrate.add_argument("--mmd-kernel-gamma", type=gamma_arg, default="median",
                            help="kernel inverse bandwidth, a number or 'median' (default)")
-    integrate.add_argument("--mmd-kernel-scales", type=scales_arg, default=DEFAULT_SCALES,
+    integrate.add_argument("--mmd-kernel-scales", type=scales_arg,
+                           default=list(DEFAULT_KERNEL_SCALES),
                            help="comma-separated multipliers of gamma for a multi-scale kernel, "
-                           "or 'none' (default: " + ",".join(f"{s:g}" for s in DEFAULT_SCALES)
-                           + ")")
+                           "or 'none' (default: "
+                           + ",".join(f"{s:g}" for s in DEFAULT_KERNEL_SCALES) + ")")
     integrate.add_argument("--mmd-pairs", choices=["sequential", "random", "all"],
                            default="sequential")
     integrate.add_argument("--max-epochs", type=positive_int, default=None,

@@ -10,10 +10,6 @@ from pathlib import Path
 
 LATENT_KEY = "X_scvi_mmd"
 DEMO_EPOCHS = 40
-# The command line's defaults: a median-heuristic, multi-scale kernel, whose strength follows
-# the scale of the latent space (gamma = 1 on a 10-d latent barely acts below weights ~1e3).
-DEFAULT_WEIGHT = "auto"
-DEFAULT_SCALES = [0.25, 0.5, 1.0, 2.0, 4.0]
 
 
 class InputError(Exception):

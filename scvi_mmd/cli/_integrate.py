@@ -41,6 +41,8 @@ def integrate(args) -> int:
         raise InputError("--label-aware needs --labels-key")
     if args.unlabeled_category is not None and not args.label_aware:
         raise InputError("--unlabeled-category applies only with --label-aware")
+    if args.strength is not None and args.mmd_weight is not None:
+        raise InputError("give --strength or --mmd-weight, not both")
     auto = args.mmd_weight == "auto"
     conditional = auto or isinstance(args.mmd_weight, tuple)
     if args.latent_weight is not None:
@@ -78,6 +80,7 @@ def integrate(args) -> int:
             # auto: the library's range; the weight is chosen below, with the labels (if any)
             # in the same curve, so that the curve is computed once
             mmd_weight=AUTO_WEIGHT_RANGE if auto else args.mmd_weight,
+            mmd_strength=args.strength,
             mmd_kernel_gamma=args.mmd_kernel_gamma,
             mmd_kernel_scales=args.mmd_kernel_scales,
             mmd_pairs=args.mmd_pairs,
@@ -116,7 +119,8 @@ def integrate(args) -> int:
             "mmd_conditional": bool(args.label_aware),
             "labels_key": str(labels_key) if args.label_aware else "",
             "mmd_weight": "auto" if auto else (
-                list(args.mmd_weight) if conditional else args.mmd_weight),
+                list(args.mmd_weight) if conditional else
+                "strength" if args.mmd_weight is None else args.mmd_weight),
             "mmd_weight_range": list(model.mmd_weight_range),
             "latent_mmd_weight": float(chosen),
             "mmd_guard": model.module.mmd_guard is not None,
@@ -130,6 +134,8 @@ def integrate(args) -> int:
         }
         if curve is not None:  # the knob's curve from the one training, column by column
             result.uns["scvi_mmd"]["curve"] = {c: curve[c].to_numpy() for c in curve.columns}
+        if model.mmd_strength_state is not None:  # what the strength controller did
+            result.uns["scvi_mmd"]["strength"] = model.mmd_strength_state
         if choice is not None:  # the automatic weight, with its rule and reason
             result.uns["scvi_mmd"]["auto"] = choice.as_dict()
         atomic_write_h5ad(result, out)
@@ -198,6 +204,15 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written, chosen,
     lines.append("  guard against over-correction: "
                  + ("on (mutual nearest neighbours)" if model.module.mmd_guard is not None
                     else "off"))
+    state = model.mmd_strength_state
+    if state is not None:
+        lines.append(f"  strength {state['strength']:g}: " + (
+            "no batch discrepancy beyond the minibatch noise in scVI's latent space, weight 0"
+            if state["phase"] == "nothing_to_correct" else
+            "training too short to leave the warm-up, weight 0" if state["phase"] == "warmup"
+            else
+            f"discrepancy {state['baseline']:.4g} -> target {state['target']:.4g}, "
+            f"final weight {state['weight']:.3g}"))
     if choice is not None:
         lines.append(f"  automatic weight: {choice.weight:.3g} ({choice.reason})")
     if curve is not None:
@@ -210,6 +225,8 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written, chosen,
 
 
 def _weight_text(model, chosen) -> str:
+    if model.mmd_strength_state is not None:
+        return f"set by strength {model.mmd_strength_state['strength']:g}"
     if not model.is_loss_conditional:
         return f"{chosen:g}"
     low, high = model.mmd_weight_range

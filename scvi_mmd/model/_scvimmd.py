@@ -14,6 +14,12 @@ import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
+from scvi_mmd._defaults import (
+    DEFAULT_KERNEL_GAMMA,
+    DEFAULT_KERNEL_SCALES,
+    DEFAULT_MODE,
+    DEFAULT_STRENGTH,
+)
 from scvi_mmd.model._auto import (
     AUTO_CURVE_POINTS,
     AUTO_WEIGHT_RANGE,
@@ -43,11 +49,12 @@ logger = logging.getLogger(__name__)
 class SCVIMMD(SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
-    The training loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, with
-    ``L_mmd`` the mean over pairs of batches present in the minibatch (consecutive batches by
-    default) of MMD^2 between their latent samples (Gretton et al., 2012). ``mmd_weight`` is a batch-correction knob: ``0`` is
-    :class:`~scvi.model.SCVI` exactly; larger values pull batches together in latent space; too
-    large values merge distinct cell types.
+    The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
+    the mean over pairs of batches present in the minibatch (consecutive batches by default)
+    of the MMD^2 between their latent codes (Gretton et al., 2012). By default the weight ``w``
+    is set during training from a *strength* ``mmd_strength`` in ``[0, 1]`` with the same
+    meaning on every data set (:class:`~scvi_mmd.module.StrengthController`); or it is fixed
+    with ``mmd_weight`` (``0`` is :class:`~scvi.model.SCVI` exactly).
 
     Parameters
     ----------
@@ -57,27 +64,40 @@ class SCVIMMD(SCVI):
     registry
         Registry of the data module, when ``adata`` is ``None``.
     mmd_mode
-        ``"normal"``: exact quadratic-time MMD^2 (biased, ``O(n^2)`` per minibatch of ``n``
-        cells); ``"unbiased"``: exact quadratic-time U-statistic (unbiased, ``O(n^2)``;
-        recommended with ``mmd_conditional``, whose label-batch groups are small);
-        ``"fast"``: linear-time unbiased estimate (``O(n)``, noisier).
+        ``"unbiased"`` (default): exact quadratic-time U-statistic (unbiased, ``O(n^2)`` per
+        minibatch of ``n`` cells); ``"normal"``: exact quadratic-time V-statistic (biased
+        upwards by ``O(1/n)``; the original design); ``"fast"``: linear-time unbiased estimate
+        (``O(n)``, noisier).
     mmd_weight
-        Weight of the MMD term, finite and ``>= 0``. Or a range ``(low, high)``,
-        ``0 < low < high``: one loss-conditional training for the whole knob (Dosovitskiy &
-        Djolonga, ICLR 2020; :class:`~scvi_mmd.module.WeightConditioning`). Each minibatch
-        draws a weight log-uniformly in the range and the encoder and decoder are conditioned
-        on it; afterwards :meth:`get_latent_representation`, :meth:`get_normalized_expression`
-        and :meth:`get_mmd_loss` take ``mmd_weight=w`` for any ``w`` in the range (default:
-        :attr:`mmd_weight_default`, the geometric middle), and :meth:`get_mmd_curve` gives
-        the trade-off curve over the range. ``"auto"``: the range ``(0.1, 1000)``, and after
-        :meth:`train` the default weight is chosen from the curve without labels
-        (:meth:`choose_mmd_weight`).
+        A fixed weight, finite and ``>= 0`` (``mmd_strength`` must then be ``None``). Or a
+        range ``(low, high)``, ``0 < low < high``: one loss-conditional training for the whole
+        knob (Dosovitskiy & Djolonga, ICLR 2020; :class:`~scvi_mmd.module.WeightConditioning`).
+        Each minibatch draws a weight log-uniformly in the range and the encoder and decoder
+        are conditioned on it; afterwards :meth:`get_latent_representation`,
+        :meth:`get_normalized_expression` and :meth:`get_mmd_loss` take ``mmd_weight=w`` for
+        any ``w`` in the range (default: :attr:`mmd_weight_default`, the geometric middle),
+        and :meth:`get_mmd_curve` gives the trade-off curve over the range. ``"auto"``: the
+        range ``(0.1, 1000)``, and after :meth:`train` the default weight is chosen from the
+        curve without labels (:meth:`choose_mmd_weight`). ``None`` (default): the weight
+        comes from ``mmd_strength``.
+    mmd_strength
+        The correction strength ``s`` in ``[0, 1]``: training removes the batches' latent
+        discrepancy from its level in scVI's own latent space (``s = 0``) towards the noise of
+        the minibatch statistic when batches do not differ (``s = 1``: matched cells
+        indistinguishable), on a log scale, with the weight set during training by a
+        controller (:class:`~scvi_mmd.module.StrengthController`; what it measured is in
+        :attr:`mmd_strength_state`, the weight's path in ``history["mmd_weight_train"]``).
+        When scVI's latent space shows no batch discrepancy beyond that noise, the weight
+        stays 0. ``None`` with ``mmd_weight`` ``None`` (default):
+        :data:`~scvi_mmd.DEFAULT_STRENGTH`.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
-        or ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the scale of
-        the latent space; with ``mmd_conditional``, over pairs of cells with the same label).
+        or ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the
+        scale of the latent space; with ``mmd_conditional``, over pairs of cells with the same
+        label).
     mmd_kernel_scales
-        Optional multipliers of ``gamma`` for a multi-scale kernel (mean over the scales).
+        Multipliers of ``gamma`` for a multi-scale kernel (the mean over the scales); default
+        ``(0.25, 0.5, 1, 2, 4)``; ``None``: one scale.
     mmd_pairs
         Batch pairs in ``L_mmd``: ``"sequential"`` (k, k+1) in code order (the original design),
         ``"random"`` (sequential in a random order per step) or ``"all"``.
@@ -137,10 +157,11 @@ class SCVIMMD(SCVI):
     --------
     >>> adata = anndata.read_h5ad(path_to_anndata)
     >>> scvi_mmd.SCVIMMD.setup_anndata(adata, batch_key="batch")
-    >>> model = scvi_mmd.SCVIMMD(adata, mmd_mode="normal", mmd_weight=10.0)
+    >>> model = scvi_mmd.SCVIMMD(adata)  # the default strength
     >>> model.train()
     >>> adata.obsm["X_scvi_mmd"] = model.get_latent_representation()
-    >>> model.history["mmd_loss_train"].plot()
+    >>> model.mmd_strength_state["weight"], model.history["mmd_weight_train"].plot()
+    >>> fixed = scvi_mmd.SCVIMMD(adata, mmd_weight=10.0)  # a fixed weight instead
     """
 
     _module_cls = MMDVAE
@@ -150,10 +171,10 @@ class SCVIMMD(SCVI):
         self,
         adata: AnnData | None = None,
         registry: dict | None = None,
-        mmd_mode: Literal["normal", "unbiased", "fast"] = "normal",
-        mmd_weight: float | tuple[float, float] | Literal["auto"] = 1.0,
-        mmd_kernel_gamma: float | Literal["median"] = 1.0,
-        mmd_kernel_scales: list[float] | None = None,
+        mmd_mode: Literal["normal", "unbiased", "fast"] = DEFAULT_MODE,
+        mmd_weight: float | tuple[float, float] | Literal["auto"] | None = None,
+        mmd_kernel_gamma: float | Literal["median"] = DEFAULT_KERNEL_GAMMA,
+        mmd_kernel_scales: Sequence[float] | None = DEFAULT_KERNEL_SCALES,
         mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
         mmd_conditional: bool = False,
         mmd_ddp_gather: bool = False,
@@ -162,6 +183,7 @@ class SCVIMMD(SCVI):
         mmd_latent: Literal["mean", "sample"] = "mean",
         mmd_guard: bool | None = None,
         mmd_guard_neighbors: int = 3,
+        mmd_strength: float | None = None,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -172,11 +194,17 @@ class SCVIMMD(SCVI):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **kwargs,
     ):
+        if mmd_strength is not None and mmd_weight is not None:
+            raise ValueError("Pass `mmd_strength` (the weight set during training) or "
+                             "`mmd_weight` (a fixed weight or a range), not both.")
+        if mmd_strength is None and mmd_weight is None:
+            mmd_strength = DEFAULT_STRENGTH
         self.mmd_weight_auto = isinstance(mmd_weight, str) and mmd_weight == "auto"
-        module_weight = AUTO_WEIGHT_RANGE if self.mmd_weight_auto else mmd_weight
+        module_weight = (AUTO_WEIGHT_RANGE if self.mmd_weight_auto
+                         else 0.0 if mmd_weight is None else mmd_weight)
         validate_mmd_args(mmd_mode, module_weight, mmd_kernel_gamma, mmd_kernel_scales,
                           mmd_pairs, mmd_reference_size, mmd_pair_reduction, mmd_latent,
-                          mmd_guard, mmd_conditional, mmd_guard_neighbors)
+                          mmd_guard, mmd_conditional, mmd_guard_neighbors, mmd_strength)
         self.mmd_weight_choice: WeightChoice | None = None
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
@@ -203,6 +231,7 @@ class SCVIMMD(SCVI):
             mmd_latent=mmd_latent,
             mmd_guard=mmd_guard,
             mmd_guard_neighbors=mmd_guard_neighbors,
+            mmd_strength=mmd_strength,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -215,8 +244,10 @@ class SCVIMMD(SCVI):
             )
         self._model_summary_string = (
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
-            + f", mmd_mode: {mmd_mode}, mmd_weight: {mmd_weight}, "
-            f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
+            + f", mmd_mode: {mmd_mode}, "
+            + (f"mmd_strength: {mmd_strength}, " if mmd_strength is not None
+               else f"mmd_weight: {mmd_weight}, ")
+            + f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
             f"mmd_pairs: {mmd_pairs}, mmd_pair_reduction: {mmd_pair_reduction}, "
             f"mmd_latent: {mmd_latent}, "
             f"mmd_conditional: {mmd_conditional}, mmd_guard: {self.module.mmd_guard}."
@@ -538,18 +569,40 @@ class SCVIMMD(SCVI):
 
     @property
     def mmd_weight_range(self) -> tuple[float, float]:
-        """The weights this model gives: ``(low, high)``, or ``(w, w)`` for a fixed weight."""
+        """The weights this model gives: ``(low, high)``, or ``(w, w)`` for one weight."""
         if self.is_loss_conditional:
             return self.module.mmd_weight
-        return (self.module.mmd_weight, self.module.mmd_weight)
+        return (self.mmd_weight_default, self.mmd_weight_default)
 
     @property
     def mmd_weight_default(self) -> float:
-        """The weight used when none is given (a loss-conditional model's can be set with
-        :meth:`choose_mmd_weight`)."""
+        """The weight used when none is given: the fixed weight, the weight the strength
+        controller reached at the end of training, or a loss-conditional model's default
+        (which :meth:`choose_mmd_weight` can set)."""
+        if self.module.strength is not None:
+            return float(self.module.strength.weight)
         if not self.is_loss_conditional:
             return self.module.mmd_weight
         return self.module.weight_conditioning.default_weight
+
+    @property
+    def mmd_strength_state(self) -> dict | None:
+        """For a model trained with ``mmd_strength``, what its controller measured and did.
+
+        ``strength``; ``phase`` (``"control"``, or ``"nothing_to_correct"`` when scVI's latent
+        space already showed no batch discrepancy beyond the minibatch noise, or ``"warmup"``
+        before training); ``baseline`` and ``baseline_se`` (the discrepancy ``D0`` of the
+        warm-up and its standard error); ``null_noise`` (``nu``); ``target``; ``weight`` (at
+        the end of training; its path is ``history["mmd_weight_train"]``). ``None`` for a
+        model trained at a given weight.
+        """
+        strength = self.module.strength
+        if strength is None:
+            return None
+        state = {"strength": strength.strength, "phase": strength.phase_name}
+        for name in ("baseline", "baseline_se", "null_noise", "target", "weight"):
+            state[name] = float(getattr(strength, name))
+        return state
 
     def choose_mmd_weight(
         self,
@@ -605,9 +658,9 @@ class SCVIMMD(SCVI):
             return contextlib.nullcontext()
         if self.is_loss_conditional:
             return self.module.weight_conditioning.at(mmd_weight)
-        if mmd_weight != self.module.mmd_weight:
+        if mmd_weight != self.mmd_weight_default:
             raise ValueError(
-                f"This model was trained at the fixed weight {self.module.mmd_weight:g}, not "
+                f"This model was trained at the fixed weight {self.mmd_weight_default:g}, not "
                 f"{mmd_weight!r}: train with `mmd_weight=(low, high)` to choose the weight "
                 "after training."
             )

@@ -12,14 +12,17 @@ from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
+from scvi_mmd._defaults import DEFAULT_KERNEL_GAMMA, DEFAULT_KERNEL_SCALES, DEFAULT_MODE
 from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
 from scvi_mmd.module._guard import MutualNeighbourGuard, validate_guard_neighbors
+from scvi_mmd.module._strength import StrengthController, validate_strength
 
 MMD_MODES = ("normal", "unbiased", "fast")
 PAIR_REDUCTIONS = ("mean", "sum")
 MMD_LATENTS = ("mean", "sample")
 MMD_LOSS_KEY = "mmd_loss"
+MMD_NULL_KEY = "mmd_null"
 
 
 def _is_number(value) -> bool:
@@ -38,6 +41,7 @@ def validate_mmd_args(
     mmd_guard: bool | None = None,
     mmd_conditional: bool = False,
     mmd_guard_neighbors: int = 3,
+    mmd_strength: float | None = None,
 ) -> None:
     """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
 
@@ -66,8 +70,15 @@ def validate_mmd_args(
         Whether the label-aware MMD is used.
     mmd_guard_neighbors
         An integer ``>= 1`` (checked whether or not the guard is on).
+    mmd_strength
+        ``None`` or a number in ``[0, 1]``; not with a weight range.
     """
     validate_guard_neighbors(mmd_guard_neighbors)
+    if mmd_strength is not None:
+        validate_strength(mmd_strength)
+        if isinstance(mmd_weight, tuple | list):
+            raise ValueError("`mmd_strength` sets the weight during training: it cannot be "
+                             "combined with a weight range.")
     if mmd_guard is not None and not isinstance(mmd_guard, bool):
         raise ValueError(f"`mmd_guard` must be True, False or None, got {mmd_guard!r}.")
     if mmd_guard and mmd_mode == "fast":
@@ -151,7 +162,8 @@ class MMDVAE(VAE):
 
     The loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, where
     ``L_mmd`` is the mean (or sum) over pairs of batches present in the minibatch of MMD^2
-    between their sampled latent codes ``z`` (see :func:`scvi_mmd.mmd.grouped_mmd`).
+    between their latent codes (posterior means by default, ``mmd_latent``; see
+    :func:`scvi_mmd.mmd.grouped_mmd`).
 
     Parameters
     ----------
@@ -160,10 +172,9 @@ class MMDVAE(VAE):
     n_batch
         Number of batches; the MMD term needs at least two.
     mmd_mode
-        ``"normal"``: exact quadratic-time MMD^2 (biased, eq. 5 of Gretton et al., 2012);
-        ``"unbiased"``: quadratic-time U-statistic (eq. 3; no ``O(1/n)`` floor, better for the
-        small label-batch groups of the conditional MMD); ``"fast"``: linear-time estimate
-        (unbiased, Lemma 14).
+        ``"unbiased"`` (default): quadratic-time U-statistic (eq. 3 of Gretton et al., 2012;
+        no ``O(1/n)`` floor); ``"normal"``: exact quadratic-time MMD^2 (biased, eq. 5; the
+        original design); ``"fast"``: linear-time estimate (unbiased, Lemma 14).
     mmd_weight
         Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly. A
         range ``(low, high)`` trains one loss-conditional model over the whole range
@@ -172,12 +183,13 @@ class MMDVAE(VAE):
         loss uses it.
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
-        ``"median"``: ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch (detached), which
-        follows the scale of the latent space; with ``mmd_conditional`` the median is over
-        pairs of cells with the same label.
+        ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch
+        (detached), which follows the scale of the latent space; with ``mmd_conditional`` the
+        median is over pairs of cells with the same label.
     mmd_kernel_scales
-        Optional multipliers of ``gamma``: the kernel is then the mean of the Gaussian kernels
-        at ``gamma * s`` for each ``s`` (a multi-scale kernel). ``None``: one scale.
+        Multipliers of ``gamma``: the kernel is the mean of the Gaussian kernels at
+        ``gamma * s`` for each ``s`` (a multi-scale kernel; default ``(0.25, 0.5, 1, 2, 4)``).
+        ``None``: one scale.
     mmd_pairs
         Which batch pairs enter ``L_mmd``: ``"sequential"`` (each present batch with the next
         present one, in code order; the original design), ``"random"`` (the same in a random
@@ -208,6 +220,13 @@ class MMDVAE(VAE):
         the ``n x n`` distances) and with ``mmd_conditional`` (labels win).
     mmd_guard_neighbors
         ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
+    mmd_strength
+        ``None``: train at ``mmd_weight``. A number ``s`` in ``[0, 1]``: the weight is set
+        during training by a :class:`~scvi_mmd.module.StrengthController`, so that the share
+        ``s`` of the batches' latent discrepancy (measured at weight 0 in a warm-up, against
+        the permutation null) is removed; ``mmd_weight`` is then ignored. In training, the
+        loss's ``extra_metrics`` also hold ``mmd_null``, the MMD term with the batch labels
+        permuted within the minibatch (computed without gradient).
     mmd_ddp_gather
         Under distributed data parallel training (several processes), gather the latent codes
         of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
@@ -228,10 +247,10 @@ class MMDVAE(VAE):
         self,
         n_input: int,
         n_batch: int = 0,
-        mmd_mode: str = "normal",
+        mmd_mode: str = DEFAULT_MODE,
         mmd_weight: float = 1.0,
-        mmd_kernel_gamma: float | str = 1.0,
-        mmd_kernel_scales: list[float] | None = None,
+        mmd_kernel_gamma: float | str = DEFAULT_KERNEL_GAMMA,
+        mmd_kernel_scales: list[float] | None = DEFAULT_KERNEL_SCALES,
         mmd_pairs: str = "sequential",
         mmd_conditional: bool = False,
         mmd_unlabeled_code: int | None = None,
@@ -241,11 +260,12 @@ class MMDVAE(VAE):
         mmd_latent: str = "mean",
         mmd_guard: bool | None = None,
         mmd_guard_neighbors: int = 3,
+        mmd_strength: float | None = None,
         **kwargs,
     ):
         validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
                           mmd_reference_size, mmd_pair_reduction, mmd_latent, mmd_guard,
-                          mmd_conditional, mmd_guard_neighbors)
+                          mmd_conditional, mmd_guard_neighbors, mmd_strength)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.mmd_mode = mmd_mode
         self.mmd_pair_reduction = mmd_pair_reduction
@@ -278,6 +298,8 @@ class MMDVAE(VAE):
         self.mmd_guard = MutualNeighbourGuard(mmd_guard_neighbors) if mmd_guard else None
         self.mmd_unlabeled_code = mmd_unlabeled_code
         self.mmd_ddp_gather = bool(mmd_ddp_gather)
+        self.strength = None if mmd_strength is None else StrengthController(mmd_strength)
+        self._null_generator = None
         self.mmd_reference_size = int(mmd_reference_size)
         if self.mmd_reference_size:
             # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
@@ -336,6 +358,26 @@ class MMDVAE(VAE):
         if self.mmd_reference_size:
             value = value + self.reference_mmd(z, batch_index)
         return value
+
+    @torch.no_grad()
+    def mmd_null_loss(
+        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The batch MMD term with the batch labels permuted within the minibatch.
+
+        Its expectation is that of the MMD term when the batches do not differ (the
+        permutation null), whatever the estimator, kernel and cell selection. The permutation
+        comes from the module's own generator (seeded with ``scvi.settings.seed``), so the
+        global random stream is the one scVI would see. No gradient.
+        """
+        if self.n_batch < 2:
+            return z.new_zeros(())
+        if self._null_generator is None:
+            from scvi import settings
+
+            self._null_generator = torch.Generator().manual_seed(settings.seed or 0)
+        order = torch.randperm(batch_index.shape[0], generator=self._null_generator)
+        return self._batch_mmd(z.detach(), batch_index[order.to(batch_index.device)], labels)
 
     def reference_mmd(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
         """MMD between the minibatch's query cells and the stored reference sample.
@@ -403,6 +445,16 @@ class MMDVAE(VAE):
             return None
         return lambda neg_sq: self.mmd_guard.keep(z, batch_index, n_groups, neg_sq)
 
+    @property
+    def current_mmd_weight(self) -> float:
+        """The weight the loss uses when none is passed: the fixed weight, the conditioned
+        weight of a loss-conditional module, or the strength controller's current weight."""
+        if self.strength is not None:
+            return self.strength.current_weight
+        if self.weight_conditioning is not None:
+            return self.weight_conditioning.current_weight
+        return self.mmd_weight
+
     @unsupported_if_adata_minified
     def loss(
         self,
@@ -430,13 +482,14 @@ class MMDVAE(VAE):
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
-            mmd_weight = (self.mmd_weight if self.weight_conditioning is None
-                          else self.weight_conditioning.current_weight)
-        mmd = self.mmd_loss(
-            self.mmd_codes(inference_outputs),
-            tensors[REGISTRY_KEYS.BATCH_KEY],
-            tensors.get(REGISTRY_KEYS.LABELS_KEY),
-        )
+            mmd_weight = self.current_mmd_weight
+        codes = self.mmd_codes(inference_outputs)
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+        mmd = self.mmd_loss(codes, batch_index, labels)
+        if self.strength is not None and self.training:
+            elbo_output.extra_metrics[MMD_NULL_KEY] = self.mmd_null_loss(codes, batch_index,
+                                                                          labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
         if self.weight_conditioning is not None:
             elbo_output.loss = elbo_output.loss * self.weight_conditioning.loss_scale(mmd_weight)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from scvi import settings
 from scvi.train import TrainingPlan
 from scvi.train._trainingplans import _compute_kl_weight
 
-from scvi_mmd.module._mmdvae import MMD_LOSS_KEY
+from scvi_mmd.module._mmdvae import MMD_LOSS_KEY, MMD_NULL_KEY
 
 MMD_WEIGHT_KEY = "mmd_weight"
 
@@ -24,7 +27,12 @@ class MMDTrainingPlan(TrainingPlan):
     ``mmd_weight_train``. For a loss-conditional module (``mmd_weight=(low, high)``), each
     training and validation minibatch draws its weight from the module's
     :class:`~scvi_mmd.module.WeightConditioning` (the warm-up then scales the loss's weight,
-    not the weight the networks are conditioned on).
+    not the weight the networks are conditioned on). For a module with a strength
+    (``mmd_strength``), the weight of each step comes from its
+    :class:`~scvi_mmd.module.StrengthController`, which this plan starts at the beginning of
+    training and feeds each training step's discrepancy ``mmd_loss - mmd_null`` (averaged over
+    processes under DDP); the epoch mean of the discrepancy is logged as
+    ``mmd_discrepancy_train``.
 
     Parameters
     ----------
@@ -67,6 +75,7 @@ class MMDTrainingPlan(TrainingPlan):
             self._mmd_sums[m] = [None, 0]  # sum of mmd * n_cells (a device tensor), n_cells
         if mode != "validation":
             self._weight_sum, self._weight_steps = 0.0, 0
+            self._discrepancy_sum, self._discrepancy_steps = 0.0, 0
 
     @property
     def mmd_warmup_scale(self) -> float:
@@ -80,10 +89,25 @@ class MMDTrainingPlan(TrainingPlan):
 
     @property
     def mmd_weight(self) -> float:
-        """MMD weight in effect at the current epoch or step (fixed-weight modules)."""
-        conditioning = self.module.weight_conditioning
-        weight = self.module.mmd_weight if conditioning is None else conditioning.current_weight
-        return self.mmd_warmup_scale * weight
+        """MMD weight in effect at the current epoch or step."""
+        return self.mmd_warmup_scale * self.module.current_mmd_weight
+
+    def on_train_start(self):
+        """Start the strength controller (if any) for this training's number of steps."""
+        super().on_train_start()
+        if self.module.strength is not None:
+            self.module.strength.start(self.trainer.estimated_stepping_batches)
+
+    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
+        values = torch.stack([mmd.detach(), null.detach()]).float()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(values)
+            values = values / dist.get_world_size()
+        mmd_value, null_value = values.tolist()
+        self.module.strength.observe(mmd_value, null_value)
+        self._discrepancy_sum += mmd_value - null_value
+        self._discrepancy_steps += 1
 
     def _draw_weight(self) -> float:
         """For a loss-conditional module, draw this minibatch's weight and condition on it."""
@@ -106,8 +130,18 @@ class MMDTrainingPlan(TrainingPlan):
         return super().validation_step(batch, batch_idx)
 
     def on_train_end(self):
-        """Leave a loss-conditional module at its default weight after training."""
+        """Leave a loss-conditional module at its default weight after training; warn when a
+        strength controller never left its warm-up."""
         super().on_train_end()
+        strength = self.module.strength
+        if strength is not None and strength.phase_name == "warmup":
+            warnings.warn(
+                f"The training was too short for `mmd_strength`: {strength.step} steps, and its "
+                f"warm-up alone takes {strength.warmup_steps}. The model trained at weight 0, "
+                "as scVI; train for more epochs or pass `mmd_weight`.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
         conditioning = self.module.weight_conditioning
         if conditioning is not None:
             conditioning.current_weight = conditioning.default_weight
@@ -117,6 +151,9 @@ class MMDTrainingPlan(TrainingPlan):
         """Accumulate the MMD term on the device; log the other metrics as scvi-tools does."""
         extra = dict(loss_output.extra_metrics)
         mmd = extra.pop(MMD_LOSS_KEY, None)
+        null = extra.pop(MMD_NULL_KEY, None)
+        if null is not None and mode == "train" and mmd is not None:
+            self._observe_discrepancy(mmd, null)
         if mmd is not None:
             n_obs = loss_output.n_obs_minibatch
             sums = self._mmd_sums[mode]
@@ -140,6 +177,14 @@ class MMDTrainingPlan(TrainingPlan):
             self.log(
                 f"{MMD_WEIGHT_KEY}_train",
                 self._weight_sum / self._weight_steps,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=self.use_sync_dist,
+            )
+        if mode == "train" and self._discrepancy_steps > 0:
+            self.log(
+                "mmd_discrepancy_train",
+                self._discrepancy_sum / self._discrepancy_steps,
                 on_step=False,
                 on_epoch=True,
                 sync_dist=self.use_sync_dist,

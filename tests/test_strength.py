@@ -1,0 +1,147 @@
+"""The correction strength: the controller's rule, its validation and its behaviour end to end."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scvi_mmd import DEFAULT_STRENGTH, ORIGINAL_DESIGN, SCVIMMD
+from scvi_mmd.data import simulate_batches
+from scvi_mmd.metrics import batch_mixing
+from scvi_mmd.module import StrengthController
+
+
+def run(controller, values, nulls=None):
+    nulls = [0.0] * len(values) if nulls is None else nulls
+    weights = []
+    for value, null in zip(values, nulls, strict=True):
+        controller.observe(value + null, null)
+        weights.append(controller.current_weight)
+    return weights
+
+
+def test_baseline_target_and_a_weight_that_rises_then_falls():
+    rng = np.random.default_rng(0)
+    controller = StrengthController(0.5, min_warmup_steps=20)
+    controller.start(200)  # warm-up: 20 steps
+    assert controller.warmup_steps == 20
+    nulls = rng.normal(0.0, 0.01, 200)
+    warm = run(controller, 0.4 + rng.normal(0, 0.01, 20), nulls[:20])
+    assert warm == [0.0] * 20 and controller.phase_name == "control"
+    d0, nu = float(controller.baseline), float(controller.null_noise)
+    assert d0 == pytest.approx(0.4, abs=0.02) and nu == pytest.approx(np.std(nulls[10:20],
+                                                                           ddof=1))
+    # log-scale interpolation between the baseline (s = 0) and the null noise (s = 1)
+    assert float(controller.target) == pytest.approx(nu * (d0 / nu) ** 0.5)
+    above = run(controller, [0.4] * 60)  # the discrepancy stays above target: the weight rises
+    assert above[0] == pytest.approx(controller.min_weight * math.exp(controller.rate))
+    assert all(b >= a for a, b in zip(above, above[1:])) and above[-1] > above[0]
+    below = run(controller, [0.0] * 400)  # below target: it falls back to 0
+    assert below[-1] == 0.0 and float(controller.weight) == 0.0
+
+
+def test_weight_is_capped():
+    controller = StrengthController(1.0, max_weight=50.0)
+    controller.start(1000)
+    run(controller, [1.0] * controller.warmup_steps, [0.05, -0.05] * (controller.warmup_steps // 2))
+    assert max(run(controller, [1.0] * 900)) == pytest.approx(50.0)
+
+
+def test_nothing_to_correct_keeps_weight_zero():
+    rng = np.random.default_rng(1)
+    controller = StrengthController(1.0)
+    controller.start(500)
+    weights = run(controller, rng.normal(0.0, 0.01, 500), rng.normal(0.0, 0.01, 500))
+    assert controller.phase_name == "nothing_to_correct" and max(weights) == 0.0
+
+
+def test_non_finite_steps_are_ignored():
+    controller = StrengthController(1.0)
+    controller.start(100)
+    controller.observe(float("nan"), 0.0)
+    assert controller.step == 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "0.5"])
+def test_bad_strength_is_a_value_error(synthetic, bad):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    with pytest.raises(ValueError, match="mmd_strength"):
+        SCVIMMD(synthetic, mmd_strength=bad)
+
+
+def test_strength_excludes_a_weight(synthetic):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    with pytest.raises(ValueError, match="not both"):
+        SCVIMMD(synthetic, mmd_strength=0.5, mmd_weight=10.0)
+    with pytest.raises(ValueError, match="not both"):
+        SCVIMMD(synthetic, mmd_strength=0.5, mmd_weight=(1.0, 10.0))
+
+
+def test_default_is_the_strength_with_the_recommended_kernel(synthetic):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    module = SCVIMMD(synthetic).module
+    assert module.strength is not None and module.strength.strength == DEFAULT_STRENGTH
+    assert module.mmd_mode == "unbiased" and module.mmd_kernel_gamma == "median"
+    assert module.mmd_kernel_scales == [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert module.mmd_guard is not None
+    original = SCVIMMD(synthetic, mmd_weight=10.0, **ORIGINAL_DESIGN).module
+    assert original.strength is None and original.mmd_weight == 10.0
+    assert (original.mmd_mode, original.mmd_kernel_gamma, original.mmd_kernel_scales,
+            original.mmd_pair_reduction, original.mmd_latent, original.mmd_guard) == (
+        "normal", 1.0, None, "sum", "sample", None)
+
+
+def test_too_short_a_training_warns(synthetic):
+    SCVIMMD.setup_anndata(synthetic, batch_key="batch")
+    model = SCVIMMD(synthetic, mmd_strength=0.5)
+    with pytest.warns(UserWarning, match="too short for `mmd_strength`"):
+        model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.mmd_strength_state["phase"] == "warmup" and model.mmd_weight_default == 0.0
+
+
+def fit(adata, seed=0, epochs=40, **kwargs):
+    import scvi
+
+    scvi.settings.seed = seed
+    adata = adata.copy()
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, n_hidden=64, **kwargs)
+    model.train(max_epochs=epochs, batch_size=128, enable_progress_bar=False,
+                check_val_every_n_epoch=epochs)
+    return model
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    return simulate_batches(n_cells=768, n_genes=200, n_batches=2, n_cell_types=3,
+                            batch_effect=0.6, type_effect=1.5, seed=3)
+
+
+def test_higher_strength_mixes_more(shifted, tmp_path):
+    mixing, weights = {}, {}
+    for s in (0.25, 1.0):
+        model = fit(shifted, mmd_strength=s)
+        state = model.mmd_strength_state
+        assert state["phase"] == "control" and state["baseline"] > state["null_noise"] > 0
+        mixing[s] = batch_mixing(model.get_latent_representation(), shifted.obs["batch"])
+        weights[s] = np.asarray(model.history["mmd_weight_train"], float).max()
+    assert weights[1.0] > weights[0.25]
+    assert mixing[1.0] > mixing[0.25] + 0.1, mixing
+    # save / load keeps the strength and what its controller measured
+    model.save(str(tmp_path / "m"), overwrite=True)
+    loaded = SCVIMMD.load(str(tmp_path / "m"), adata=model.adata)
+    assert loaded.mmd_strength_state == model.mmd_strength_state
+    np.testing.assert_allclose(loaded.get_latent_representation(),
+                               model.get_latent_representation(), rtol=1e-5, atol=1e-6)
+
+
+def test_null_batches_train_as_scvi(shifted):
+    # one batch split at random: nothing to correct, so the model is scVI's, bit for bit
+    one = shifted[shifted.obs["batch"] == shifted.obs["batch"].cat.categories[0]].copy()
+    one.obs["batch"] = np.random.default_rng(0).integers(0, 3, one.n_obs).astype(str)
+    strength = fit(one, mmd_strength=1.0)
+    assert strength.mmd_strength_state["phase"] == "nothing_to_correct"
+    assert strength.mmd_weight_default == 0.0
+    scvi_fit = fit(one, mmd_weight=0.0)
+    np.testing.assert_array_equal(strength.get_latent_representation(),
+                                  scvi_fit.get_latent_representation())
