@@ -113,13 +113,16 @@ def _slow_mutual_neighbours(z, groups, n_groups, k):
 
 
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("dense", [True, False])
-def test_mutual_neighbours_match_a_loop(k, dense, monkeypatch):
-    if not dense:  # the per-group selection used for large minibatches
-        monkeypatch.setattr("scvi_mmd.module._guard._DENSE_TOPK_ELEMENTS", 0)
+@pytest.mark.parametrize("layout", ["random", "unbalanced", "small group", "absent group"])
+def test_mutual_neighbours_match_a_loop(k, layout):
     rng = np.random.default_rng(1)
     z = rng.normal(size=(30, 4))
-    groups = rng.integers(0, 3, 30)
+    groups = {
+        "random": rng.integers(0, 3, 30),
+        "unbalanced": np.array([0] * 20 + [1] * 7 + [2] * 3),
+        "small group": np.array([0] * 14 + [1] * 14 + [2] * 2),  # fewer than k cells
+        "absent group": rng.integers(0, 2, 30),  # group 2 has no cell
+    }[layout]
     got = mutual_neighbours(torch.tensor(z), torch.tensor(groups), 3, k).numpy()
     np.testing.assert_array_equal(got, _slow_mutual_neighbours(z, groups, 3, k))
 

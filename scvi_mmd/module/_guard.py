@@ -29,15 +29,35 @@ import torch
 
 from scvi_mmd.mmd import squared_distances
 
-_DENSE_TOPK_ELEMENTS = 1 << 24  # up to 64 MB of float32 for the one-call selection
-
-
 def validate_guard_neighbors(value) -> int:
     """Return ``value`` as an int ``>= 1``, or raise a :class:`ValueError`."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or value != int(value) or value < 1):
         raise ValueError(f"`mmd_guard_neighbors` must be an integer >= 1, got {value!r}.")
     return int(value)
+
+
+def kth_nearest_per_group(
+    dist: torch.Tensor, groups: torch.Tensor, member: torch.Tensor, k: int
+) -> torch.Tensor:
+    """``(n, G)`` distance from each cell to its ``k``-th nearest cell of each group.
+
+    ``inf`` where a group has fewer than ``k`` cells at a finite distance. The columns of
+    ``dist`` are gathered group by group into one ``(n, G, width)`` block, ``width`` the size
+    of the largest group (padded with ``inf``), so the selection reads about ``n x n``
+    distances whatever the number of groups, not ``G`` masked copies of them.
+    """
+    n, n_groups = member.shape
+    counts = member.sum(0)
+    order = torch.argsort(groups, stable=True)  # cells sorted by group
+    starts = torch.cumsum(counts, 0) - counts
+    width = int(counts.max())  # one scalar to the host: the block's shape
+    if width < k:
+        return dist.new_full((n, n_groups), float("inf"))
+    slot = torch.arange(width, device=dist.device)
+    columns = order[(starts[:, None] + slot[None, :]).clamp(max=n - 1)]  # (G, width)
+    block = dist[:, columns].masked_fill(~(slot[None, :] < counts[:, None])[None], float("inf"))
+    return block.topk(k, dim=-1, largest=False).values[..., -1]
 
 
 def mutual_neighbours(
@@ -86,16 +106,7 @@ def mutual_neighbours(
     dist.fill_diagonal_(float("inf"))
     # (not one_hot: it checks the codes' range on the host, a sync on GPUs)
     member = groups[:, None] == torch.arange(n_groups, device=groups.device)  # (n, G)
-    k = min(n_neighbors, n)
-    # k-th smallest distance from each cell to each group (inf when the group has < k cells):
-    # one (G, n, n) selection when that is small (many batches), else one per group
-    if n_groups * n * n <= _DENSE_TOPK_ELEMENTS:
-        masked = dist[None, :, :].masked_fill(~member.T[:, None, :], float("inf"))
-        kth = masked.topk(k, dim=-1, largest=False).values[..., -1].T  # (n, G)
-    else:
-        kth = torch.stack(
-            [dist.masked_fill(~member[:, h][None, :], float("inf"))
-             .topk(k, largest=False).values[:, -1] for h in range(n_groups)], dim=1)
+    kth = kth_nearest_per_group(dist, groups, member, n_neighbors)
     near = dist <= kth.gather(1, groups[None, :].expand(n, n))  # j among i's k nearest of g_j
     mutual = near & near.T & (groups[:, None] != groups[None, :])
     return (mutual.to(z.dtype) @ member.to(z.dtype)) > 0
