@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from scvi_mmd import SCVIMMD, MMDVAE
+from scvi_mmd import ORIGINAL_DESIGN, SCVIMMD, MMDVAE
 from scvi_mmd.data import simulate_batches
 from scvi_mmd.metrics import batch_mixing
 from scvi_mmd.mmd import all_pairs, group_counts, grouped_mmd
@@ -47,9 +47,9 @@ def test_module_sum_reduction_keeps_the_original_term():
     z = torch.randn(40, 10)
     batch = (torch.arange(40) % 4)[:, None]
     # the original design: the sum over pairs of the plain MMD (no guard)
-    original = MMDVAE(n_input=5, n_batch=4, mmd_pair_reduction="sum",
-                      mmd_guard=False).mmd_loss(z, batch)
-    mean = MMDVAE(n_input=5, n_batch=4, mmd_guard=False).mmd_loss(z, batch)
+    original = MMDVAE(n_input=5, n_batch=4, **ORIGINAL_DESIGN).mmd_loss(z, batch)
+    mean = MMDVAE(n_input=5, n_batch=4, **{**ORIGINAL_DESIGN, "mmd_pair_reduction": "mean"}
+                  ).mmd_loss(z, batch)
     reference = grouped_mmd(z, batch, 4, gamma=1.0)  # the sum over sequential pairs
     torch.testing.assert_close(original, reference)
     torch.testing.assert_close(mean, reference / 3)

@@ -62,7 +62,9 @@ def test_weight_zero_is_exactly_scvi(synthetic, scvi_module):
 
     for key in ("train_loss", "elbo_train", "elbo_validation", "reconstruction_loss_train"):
         np.testing.assert_array_equal(model.history[key].to_numpy(), reference.history[key].to_numpy())
-    assert model.history["mmd_loss_train"].to_numpy(dtype=float).max() > 0  # computed, but not applied
+    # computed, but not applied (the default U-statistic can be negative: compare with 0)
+    mmd = model.history["mmd_loss_train"].to_numpy(dtype=float)
+    assert np.isfinite(mmd).all() and np.abs(mmd).max() > 0
     np.testing.assert_array_equal(
         model.get_latent_representation(), reference.get_latent_representation()
     )
@@ -123,7 +125,7 @@ def test_get_mmd_loss_mixes_batches_of_sorted_data(synthetic):
     """AnnData sorted by batch: unshuffled minibatches of 50 would hold one batch each."""
     adata = synthetic[np.argsort(synthetic.obs["batch"].to_numpy(), kind="stable")].copy()
     model = make_model(adata, mmd_weight=1.0)
-    assert model.get_mmd_loss(batch_size=50) > 0
+    assert model.get_mmd_loss(batch_size=50) != 0.0  # (the U-statistic can be negative)
     assert model.get_mmd_loss(indices=np.arange(100), batch_size=50) == 0.0  # batch 0 only
     with pytest.raises(ValueError, match="no cells"):
         model.get_mmd_loss(indices=[])

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "to obsm['X_scvi_mmd'] of a copy of it (cells, obs, var and X untouched). Without "
         "INPUT, runs on a built-in simulated data set and reports how well batches mixed.",
     )
-    integrate.add_argument("input", nargs="?", help="h5ad file with raw counts (omit for the demo)")
+    integrate.add_argument("input", nargs="?",
+                           help="h5ad file with raw counts (omit for the demo)")
     integrate.add_argument("--batch-key", help="obs column with the batch (required with INPUT)")
     integrate.add_argument("--labels-key", help="obs column with cell types (optional)")
     integrate.add_argument("--label-aware", action="store_true",

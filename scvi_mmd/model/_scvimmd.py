@@ -34,7 +34,7 @@ from scvi_mmd.model._validation import (
     last_minibatch_has_one_cell,
 )
 from scvi_mmd.module import MMDVAE
-from scvi_mmd.module._mmdvae import validate_mmd_args
+from scvi_mmd.module._penalty import validate_mmd_args
 from scvi_mmd.train import MMDTrainingPlan
 
 if TYPE_CHECKING:

@@ -1,6 +1,13 @@
 from ._conditioning import WeightConditioning
 from ._guard import MutualNeighbourGuard
 from ._mmdvae import MMDVAE
+from ._penalty import MMDPenalty
 from ._strength import StrengthController
 
-__all__ = ["MMDVAE", "MutualNeighbourGuard", "StrengthController", "WeightConditioning"]
+__all__ = [
+    "MMDPenalty",
+    "MMDVAE",
+    "MutualNeighbourGuard",
+    "StrengthController",
+    "WeightConditioning",
+]

@@ -1,160 +1,24 @@
-"""The MMD-penalised variational auto-encoder module."""
+"""The MMD-penalised variational auto-encoder module: ``elbo + weight * penalty(codes)``."""
 
 from __future__ import annotations
-
-import math
-import numbers
 
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module import VAE
-from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd._defaults import DEFAULT_KERNEL_GAMMA, DEFAULT_KERNEL_SCALES, DEFAULT_MODE
-from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
 from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
-from scvi_mmd.module._guard import MutualNeighbourGuard, validate_guard_neighbors
-from scvi_mmd.module._strength import StrengthController, validate_strength
+from scvi_mmd.module._penalty import MMDPenalty, validate_mmd_args
+from scvi_mmd.module._strength import StrengthController
 
-MMD_MODES = ("normal", "unbiased", "fast")
-PAIR_REDUCTIONS = ("mean", "sum")
-MMD_LATENTS = ("mean", "sample")
 MMD_LOSS_KEY = "mmd_loss"
 MMD_NULL_KEY = "mmd_null"
 
 
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
-def validate_mmd_args(
-    mmd_mode: str,
-    mmd_weight: float,
-    mmd_kernel_gamma: float | str,
-    mmd_kernel_scales=None,
-    mmd_pairs: str = "sequential",
-    mmd_reference_size: int = 0,
-    mmd_pair_reduction: str = "mean",
-    mmd_latent: str = "mean",
-    mmd_guard: bool | None = None,
-    mmd_conditional: bool = False,
-    mmd_guard_neighbors: int = 3,
-    mmd_strength: float | None = None,
-) -> None:
-    """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
-
-    Parameters
-    ----------
-    mmd_mode
-        One of ``"normal"``, ``"unbiased"`` or ``"fast"``.
-    mmd_weight
-        Finite, ``>= 0``; or a range ``(low, high)`` with ``0 < low < high``.
-    mmd_kernel_gamma
-        Finite, ``> 0``, or ``"median"``.
-    mmd_kernel_scales
-        ``None`` or a non-empty sequence of finite numbers ``> 0``.
-    mmd_pairs
-        One of ``"sequential"``, ``"random"``, ``"all"``.
-    mmd_reference_size
-        An integer ``>= 0``.
-    mmd_pair_reduction
-        ``"mean"`` or ``"sum"``.
-    mmd_latent
-        ``"mean"`` or ``"sample"``.
-    mmd_guard
-        ``None``, ``True`` or ``False``; ``True`` needs an exact estimator and no
-        ``mmd_conditional``.
-    mmd_conditional
-        Whether the label-aware MMD is used.
-    mmd_guard_neighbors
-        An integer ``>= 1`` (checked whether or not the guard is on).
-    mmd_strength
-        ``None`` or a number in ``[0, 1]``; not with a weight range.
-    """
-    validate_guard_neighbors(mmd_guard_neighbors)
-    if mmd_strength is not None:
-        validate_strength(mmd_strength)
-        if isinstance(mmd_weight, tuple | list):
-            raise ValueError("`mmd_strength` sets the weight during training: it cannot be "
-                             "combined with a weight range.")
-    if mmd_guard is not None and not isinstance(mmd_guard, bool):
-        raise ValueError(f"`mmd_guard` must be True, False or None, got {mmd_guard!r}.")
-    if mmd_guard and mmd_mode == "fast":
-        raise ValueError("`mmd_guard=True` needs an exact estimator (`mmd_mode` 'normal' or "
-                         "'unbiased'): the guard's matches need the n x n distances that the "
-                         "fast estimator avoids.")
-    if mmd_guard and mmd_conditional:
-        raise ValueError("`mmd_guard=True` and `mmd_conditional=True` exclude each other: with "
-                         "labels, the label-aware MMD already compares like with like.")
-    if mmd_latent not in MMD_LATENTS:
-        raise ValueError(f"`mmd_latent` must be one of {MMD_LATENTS}, got {mmd_latent!r}.")
-    if mmd_pair_reduction not in PAIR_REDUCTIONS:
-        raise ValueError(
-            f"`mmd_pair_reduction` must be one of {PAIR_REDUCTIONS}, got {mmd_pair_reduction!r}."
-        )
-    if mmd_pairs not in PAIRINGS:
-        raise ValueError(f"`mmd_pairs` must be one of {tuple(PAIRINGS)}, got {mmd_pairs!r}.")
-    if mmd_kernel_scales is not None:
-        scales = list(mmd_kernel_scales) if isinstance(mmd_kernel_scales, list | tuple) else None
-        if not scales or not all(
-            _is_number(s) and math.isfinite(s) and s > 0 for s in scales
-        ):
-            raise ValueError(
-                "`mmd_kernel_scales` must be None or a non-empty list of finite numbers > 0, "
-                f"got {mmd_kernel_scales!r}."
-            )
-    size = mmd_reference_size
-    if (isinstance(size, bool) or not isinstance(size, numbers.Real) or not math.isfinite(size)
-            or size != int(size) or size < 0):
-        raise ValueError(
-            f"`mmd_reference_size` must be an integer >= 0, got {mmd_reference_size!r}."
-        )
-    if mmd_mode not in MMD_MODES:
-        raise ValueError(f"`mmd_mode` must be one of {MMD_MODES}, got {mmd_mode!r}.")
-    if isinstance(mmd_weight, tuple | list):
-        validate_weight_range(mmd_weight)
-    elif not _is_number(mmd_weight):
-        raise ValueError(
-            f"`mmd_weight` must be a number or a range (low, high), got {mmd_weight!r}."
-        )
-    elif not math.isfinite(mmd_weight) or mmd_weight < 0:
-        raise ValueError(f"`mmd_weight` must be finite and >= 0, got {mmd_weight!r}.")
-    if mmd_kernel_gamma == "median":
-        return
-    if not _is_number(mmd_kernel_gamma):
-        raise ValueError(
-            f"`mmd_kernel_gamma` must be a number or 'median', got {mmd_kernel_gamma!r}."
-        )
-    if not math.isfinite(mmd_kernel_gamma) or mmd_kernel_gamma <= 0:
-        raise ValueError(f"`mmd_kernel_gamma` must be finite and > 0, got {mmd_kernel_gamma!r}.")
-
-
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _gather_padded(z: torch.Tensor, codes: torch.Tensor, pad_code: int):
-    """All-gather ``z`` (with gradients) and group codes from every process.
-
-    Minibatches can differ in size across processes, so each is padded to the largest with
-    zeros in the group ``pad_code``.
-    """
-    from torch.distributed.nn.functional import all_gather
-
-    dist = torch.distributed
-    size = torch.tensor([z.shape[-2]], device=z.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    pad = int(max(s.item() for s in sizes)) - z.shape[-2]
-    if pad:
-        z = torch.cat([z, z.new_zeros(z.shape[:-2] + (pad, z.shape[-1]))], dim=-2)
-        codes = torch.cat([codes, codes.new_full((pad,), pad_code)])
-    all_codes = [torch.empty_like(codes) for _ in sizes]
-    dist.all_gather(all_codes, codes)
-    return torch.cat(all_gather(z), dim=-2), torch.cat(all_codes)
+def _from_penalty(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.penalty, name), doc=doc)
 
 
 class MMDVAE(VAE):
@@ -243,6 +107,17 @@ class MMDVAE(VAE):
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
 
+    mmd_mode = _from_penalty("mode", "The MMD estimator.")
+    mmd_kernel_gamma = _from_penalty("kernel_gamma", "The kernel's inverse bandwidth.")
+    mmd_kernel_scales = _from_penalty("kernel_scales", "The kernel's scales (or ``None``).")
+    mmd_pairs = _from_penalty("pairs", "The batch pairing.")
+    mmd_pair_reduction = _from_penalty("pair_reduction", "Mean or sum over pairs.")
+    mmd_latent = _from_penalty("latent", "Posterior means or samples.")
+    mmd_conditional = _from_penalty("conditional", "Whether the MMD is label-aware.")
+    mmd_unlabeled_code = _from_penalty("unlabeled_code", "The ignored label code.")
+    mmd_guard = _from_penalty("guard", "The guard (or ``None``).")
+    mmd_ddp_gather = _from_penalty("ddp_gather", "Whether codes are gathered under DDP.")
+
     def __init__(
         self,
         n_input: int,
@@ -267,9 +142,14 @@ class MMDVAE(VAE):
                           mmd_reference_size, mmd_pair_reduction, mmd_latent, mmd_guard,
                           mmd_conditional, mmd_guard_neighbors, mmd_strength)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
-        self.mmd_mode = mmd_mode
-        self.mmd_pair_reduction = mmd_pair_reduction
-        self.mmd_latent = mmd_latent
+        self.penalty = MMDPenalty(
+            self.n_batch, self.n_labels, mode=mmd_mode, kernel_gamma=mmd_kernel_gamma,
+            kernel_scales=mmd_kernel_scales, pairs=mmd_pairs, pair_reduction=mmd_pair_reduction,
+            latent=mmd_latent, conditional=mmd_conditional, unlabeled_code=mmd_unlabeled_code,
+            guard=mmd_guard, guard_neighbors=mmd_guard_neighbors, ddp_gather=mmd_ddp_gather,
+        )
+        # the weight: fixed, loss-conditional over a range, or set by a strength controller
+        self.weight_conditioning = self.strength = None
         if isinstance(mmd_weight, tuple | list):
             self.mmd_weight = validate_weight_range(mmd_weight)
             self.weight_conditioning = WeightConditioning(
@@ -278,28 +158,8 @@ class MMDVAE(VAE):
             self.weight_conditioning.attach(self)
         else:
             self.mmd_weight = float(mmd_weight)
-            self.weight_conditioning = None
-        self.mmd_kernel_gamma = (
-            mmd_kernel_gamma if mmd_kernel_gamma == "median" else float(mmd_kernel_gamma)
-        )
-        self.mmd_kernel_scales = (
-            None if mmd_kernel_scales is None else [float(s) for s in mmd_kernel_scales]
-        )
-        # moves with the module's .to(); not saved (the list above is the setting)
-        self.register_buffer(
-            "_kernel_scales",
-            None if self.mmd_kernel_scales is None else torch.tensor(self.mmd_kernel_scales),
-            persistent=False,
-        )
-        self.mmd_pairs = mmd_pairs
-        self.mmd_conditional = bool(mmd_conditional)
-        if mmd_guard is None:
-            mmd_guard = mmd_mode != "fast" and not self.mmd_conditional
-        self.mmd_guard = MutualNeighbourGuard(mmd_guard_neighbors) if mmd_guard else None
-        self.mmd_unlabeled_code = mmd_unlabeled_code
-        self.mmd_ddp_gather = bool(mmd_ddp_gather)
-        self.strength = None if mmd_strength is None else StrengthController(mmd_strength)
-        self._null_generator = None
+        if mmd_strength is not None:
+            self.strength = StrengthController(mmd_strength)
         self.mmd_reference_size = int(mmd_reference_size)
         if self.mmd_reference_size:
             # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
@@ -307,31 +167,25 @@ class MMDVAE(VAE):
                                                                 self.n_latent))
             self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
 
+    @property
+    def current_mmd_weight(self) -> float:
+        """The weight the loss uses when none is passed: the fixed weight, the conditioned
+        weight of a loss-conditional module, or the strength controller's current weight."""
+        if self.strength is not None:
+            return self.strength.current_weight
+        if self.weight_conditioning is not None:
+            return self.weight_conditioning.current_weight
+        return self.mmd_weight
+
     def mmd_codes(self, inference_outputs: dict) -> torch.Tensor:
         """The latent codes the MMD compares: posterior means or samples (``mmd_latent``)."""
-        codes = inference_outputs[
-            MODULE_KEYS.QZ_KEY if self.mmd_latent == "mean" else MODULE_KEYS.Z_KEY
-        ]
-        codes = codes.loc if self.mmd_latent == "mean" else codes
-        return codes
+        return self.penalty.codes(inference_outputs)
 
     def mmd_gamma(
         self, z: torch.Tensor, labels: torch.Tensor | None = None
     ) -> float | torch.Tensor:
-        """Kernel inverse bandwidth(s) for latent samples ``z``: a number, or ``(..., G)``.
-
-        With ``"median"`` and ``labels`` (the conditional MMD), the median is over pairs of
-        cells with the same label (unlabeled cells left out).
-        """
-        gamma = self.mmd_kernel_gamma
-        if gamma == "median":
-            gamma = median_heuristic_gamma(z, labels, ignore=self.mmd_unlabeled_code)
-        if self.mmd_kernel_scales is None:
-            return gamma
-        scales = self._kernel_scales
-        if scales.dtype != z.dtype:  # (e.g. under autocast)
-            scales = scales.to(z.dtype)
-        return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
+        """Kernel inverse bandwidth(s) for latent codes ``z``: a number, or ``(..., G)``."""
+        return self.penalty.gamma(z, labels)
 
     def mmd_loss(
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
@@ -341,7 +195,7 @@ class MMDVAE(VAE):
         Parameters
         ----------
         z
-            Latent samples, shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``.
+            Latent codes, shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``.
         batch_index
             Batch code of each cell, shape ``(n_cells, 1)``.
         labels
@@ -350,34 +204,20 @@ class MMDVAE(VAE):
         Returns
         -------
         0-d tensor: the mean (``mmd_pair_reduction="mean"``) or sum over batch pairs of MMD^2,
-        averaged over samples.
+        averaged over samples, plus the reference term when a reference sample is stored.
         """
-        if self.n_batch < 2:
-            return z.new_zeros(())
-        value = self._batch_mmd(z, batch_index, labels)
-        if self.mmd_reference_size:
+        value = self.penalty(z, batch_index, labels)
+        if self.mmd_reference_size and self.n_batch >= 2:
             value = value + self.reference_mmd(z, batch_index)
         return value
 
-    @torch.no_grad()
     def mmd_null_loss(
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The batch MMD term with the batch labels permuted within the minibatch.
-
-        Its expectation is that of the MMD term when the batches do not differ (the
-        permutation null), whatever the estimator, kernel and cell selection. The permutation
-        comes from the module's own generator (seeded with ``scvi.settings.seed``), so the
-        global random stream is the one scVI would see. No gradient.
-        """
+        """The batch MMD term with the batch labels permuted (:meth:`MMDPenalty.null`)."""
         if self.n_batch < 2:
             return z.new_zeros(())
-        if self._null_generator is None:
-            from scvi import settings
-
-            self._null_generator = torch.Generator().manual_seed(settings.seed or 0)
-        order = torch.randperm(batch_index.shape[0], generator=self._null_generator)
-        return self._batch_mmd(z.detach(), batch_index[order.to(batch_index.device)], labels)
+        return self.penalty.null(z, batch_index, labels)
 
     def reference_mmd(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
         """MMD between the minibatch's query cells and the stored reference sample.
@@ -397,63 +237,7 @@ class MMDVAE(VAE):
         groups = torch.cat([torch.where(is_query, 0, 2),
                             torch.ones(reference.shape[-2], dtype=torch.long, device=z.device)])
         block = torch.tensor([0, 0, -1], device=z.device)
-        both = torch.cat([z, reference], dim=-2)
-        return grouped_mmd(both, groups, 3, mode=self.mmd_mode, gamma=self.mmd_gamma(both),
-                           partners="sequential", block=block).mean()
-
-    def _batch_mmd(self, z, batch_index, labels):
-        if self.mmd_ddp_gather and _world_size() > 1 and not self.mmd_conditional:
-            z, batch_index = _gather_padded(z, batch_index.reshape(-1), pad_code=self.n_batch)
-            block = torch.zeros(self.n_batch + 1, dtype=torch.long, device=z.device)
-            block[-1] = -1  # padding rows form a group that is never paired
-            return grouped_mmd(
-                z, batch_index, self.n_batch + 1, mode=self.mmd_mode, gamma=self.mmd_gamma(z),
-                partners=self.mmd_pairs, block=block, reduction=self.mmd_pair_reduction,
-                keep=self._guard_keep(z, batch_index, self.n_batch + 1),
-            ).mean()
-        if self.mmd_conditional:
-            if labels is None:
-                raise ValueError("The conditional MMD needs the labels of the cells.")
-            return grouped_mmd_conditional(
-                z,
-                batch_index,
-                self.n_batch,
-                labels,
-                max(self.n_labels, 1),
-                unlabeled=self.mmd_unlabeled_code,
-                mode=self.mmd_mode,
-                gamma=self.mmd_gamma(z, labels),
-                pairing=self.mmd_pairs,
-                reduction="mean" if self.mmd_pair_reduction == "mean" else "label_mean",
-            ).mean()
-        partners = None if self.mmd_pairs == "sequential" else self.mmd_pairs
-        value = grouped_mmd(
-            z,
-            batch_index,
-            self.n_batch,
-            mode=self.mmd_mode,
-            gamma=self.mmd_gamma(z),
-            partners=partners,
-            reduction=self.mmd_pair_reduction,
-            keep=self._guard_keep(z, batch_index, self.n_batch),
-        )
-        return value if value.dim() == 0 else value.mean()
-
-    def _guard_keep(self, z, batch_index, n_groups):
-        """The guard's cell weights, as a function of the distances the exact MMD computes."""
-        if self.mmd_guard is None:
-            return None
-        return lambda neg_sq: self.mmd_guard.keep(z, batch_index, n_groups, neg_sq)
-
-    @property
-    def current_mmd_weight(self) -> float:
-        """The weight the loss uses when none is passed: the fixed weight, the conditioned
-        weight of a loss-conditional module, or the strength controller's current weight."""
-        if self.strength is not None:
-            return self.strength.current_weight
-        if self.weight_conditioning is not None:
-            return self.weight_conditioning.current_weight
-        return self.mmd_weight
+        return self.penalty.between(torch.cat([z, reference], dim=-2), groups, block)
 
     @unsupported_if_adata_minified
     def loss(
@@ -477,8 +261,7 @@ class MMDVAE(VAE):
         kl_weight
             Weight of the KL divergence of ``z``.
         mmd_weight
-            Weight of the MMD term; defaults to the module's ``mmd_weight`` (for a
-            loss-conditional module, the weight its networks are conditioned on now).
+            Weight of the MMD term; defaults to :attr:`current_mmd_weight`.
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
