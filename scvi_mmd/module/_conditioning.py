@@ -9,8 +9,9 @@ Here ``w`` is drawn log-uniformly in ``[low, high]`` (the knob spans decades), e
 loss is scaled by :meth:`WeightConditioning.loss_scale` so that no part of the range dominates
 the optimiser, and the encoder and decoder are conditioned by FiLM (Perez et al., AAAI 2018,
 as in the YOTO paper): the output ``h`` of each one's hidden layers becomes
-``h * (1 + a(t)) + b(t)`` with ``t = log(w / low) / log(high / low)`` in ``[0, 1]`` and ``a, b`` a small MLP of ``t``, whose
-last layer starts at zero so that training starts from the unconditioned networks. FiLM is
+``h * (1 + a(t)) + b(t)`` with ``t = log(w / low) / log(high / low)`` in ``[0, 1]`` and
+``a, b`` a small MLP of ``t``, whose last layer starts at zero so that training starts from
+the unconditioned networks. FiLM is
 applied with forward hooks on scvi-tools' ``Encoder.encoder`` and ``DecoderSCVI.px_decoder``,
 so the networks and their parameter names are scvi-tools' own.
 """
