@@ -29,8 +29,9 @@ def test_baseline_target_and_a_weight_that_rises_then_falls():
     warm = run(controller, 0.4 + rng.normal(0, 0.01, 20), nulls[:20])
     assert warm == [0.0] * 20 and controller.phase_name == "control"
     d0, nu = float(controller.baseline), float(controller.null_noise)
-    assert d0 == pytest.approx(0.4, abs=0.02) and nu == pytest.approx(np.std(nulls[10:20],
-                                                                           ddof=1))
+    # nu: the null noise of the controller's moving average (ema 0.05)
+    assert d0 == pytest.approx(0.4, abs=0.02)
+    assert nu == pytest.approx(np.std(nulls[10:20], ddof=1) * math.sqrt(0.05 / 1.95))
     # log-scale interpolation between the baseline (s = 0) and the null noise (s = 1)
     assert float(controller.target) == pytest.approx(nu * (d0 / nu) ** 0.5)
     above = run(controller, [0.4] * 60)  # the discrepancy stays above target: the weight rises

@@ -144,9 +144,9 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
     if layer is not None and layer not in adata.layers:
         names = [str(k) for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
         raise InputError(f"layer {layer!r} not in layers ({', '.join(names) or 'none'})")
-    from scvi_mmd.model._validation import check_counts
-
     import warnings
+
+    from scvi_mmd.model._validation import check_counts
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

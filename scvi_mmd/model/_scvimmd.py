@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
@@ -21,18 +17,18 @@ from scvi_mmd._defaults import (
     DEFAULT_STRENGTH,
 )
 from scvi_mmd.model._auto import (
-    AUTO_CURVE_POINTS,
     AUTO_WEIGHT_RANGE,
     WeightChoice,
-    choose_mmd_weight,
 )
+from scvi_mmd.model._term import MMDTermMixin
 from scvi_mmd.model._validation import (
-    check_counts,
     check_batch_size,
+    check_counts,
     check_not_empty,
     check_saved_model,
     last_minibatch_has_one_cell,
 )
+from scvi_mmd.model._weight import MMDWeightMixin
 from scvi_mmd.module import MMDVAE
 from scvi_mmd.module._penalty import validate_mmd_args
 from scvi_mmd.train import MMDTrainingPlan
@@ -46,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class SCVIMMD(SCVI):
+class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
     The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
@@ -450,281 +446,3 @@ class SCVIMMD(SCVI):
             return None
         state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
         return int(list(state["categorical_mapping"]).index(unlabeled))
-
-    @torch.inference_mode()
-    def set_reference_sample(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-    ) -> None:
-        """Store the posterior means of a random sample of cells as the reference sample.
-
-        Call it on a trained reference model (built with ``mmd_reference_size > 0``) before
-        saving it. The sample travels with the model; after
-        :meth:`~scvi.model.base.ArchesMixin.load_query_data`, cells of the new (query) batches
-        are pulled towards it by the MMD term during query training, even when no reference
-        cell is in the minibatch.
-
-        Parameters
-        ----------
-        adata
-            Reference AnnData; defaults to the model's.
-        indices
-            Cells to sample from; defaults to all. Drawn with ``scvi.settings.seed``.
-        batch_size
-            Minibatch size for the encoder.
-        """
-        size = self.module.mmd_reference_size
-        if size == 0:
-            raise ValueError(
-                "This model keeps no reference sample: create it with `mmd_reference_size > 0`."
-            )
-        adata = self._validate_anndata(adata)
-        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        rng = np.random.default_rng(settings.seed)
-        chosen = rng.choice(indices, size=size, replace=indices.size < size)
-        latent = self.get_latent_representation(adata, indices=chosen, batch_size=batch_size)
-        buffer = self.module.mmd_reference_z
-        buffer.copy_(torch.as_tensor(latent, dtype=buffer.dtype, device=buffer.device))
-        self.module.mmd_reference_n_batch.fill_(self.summary_stats.n_batch)
-
-    @torch.inference_mode()
-    def get_mmd_loss(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-        data_loader_kwargs: dict | None = None,
-        mmd_weight: float | None = None,
-    ) -> float:
-        """Compute the MMD term ``L_mmd`` on the data, as in training.
-
-        Cells are shuffled (with ``scvi.settings.seed``, so the result is reproducible and the
-        global random state is left untouched) so that minibatches mix batches even when the
-        AnnData is sorted by batch. ``L_mmd`` is computed on latent samples of each minibatch
-        and averaged over minibatches weighted by their number of cells, like the
-        ``mmd_loss_validation`` entry of :attr:`history`.
-
-        Parameters
-        ----------
-        adata
-            AnnData object with the same structure as the one used to set up the model. If
-            ``None``, defaults to the AnnData object used to initialise the model.
-        indices
-            Indices of cells in ``adata`` to use. If ``None``, all cells are used.
-        batch_size
-            Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
-        data_loader_kwargs
-            Keyword arguments for the data loader.
-        mmd_weight
-            For a loss-conditional model, the weight whose latent space is measured (default:
-            :attr:`mmd_weight_default`).
-
-        Returns
-        -------
-        The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
-        """
-        with self.at_mmd_weight(mmd_weight):
-            return self._mmd_loss(adata, indices, batch_size, data_loader_kwargs)
-
-    def _mmd_loss(self, adata, indices, batch_size, data_loader_kwargs) -> float:
-        adata = self._validate_anndata(adata)
-        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        if indices.dtype == bool:
-            indices = np.flatnonzero(indices)
-        if indices.size == 0:
-            raise ValueError("`indices` selects no cells.")
-        devices = [self.device] if torch.device(self.device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(settings.seed if settings.seed is not None else 0)
-            order = torch.randperm(indices.size).numpy()
-            dataloader = self._make_data_loader(
-                adata=adata,
-                indices=indices[order],
-                batch_size=batch_size,
-                shuffle=False,
-                **(data_loader_kwargs or {}),
-            )
-            total, n_cells = 0.0, 0
-            for tensors in dataloader:
-                inference_outputs = self.module.inference(
-                    **self.module._get_inference_input(tensors)
-                )
-                z = self.module.mmd_codes(inference_outputs)
-                batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
-                n = batch_index.shape[0]
-                labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-                labels = None if labels is None else labels.to(z.device)
-                total += float(self.module.mmd_loss(z, batch_index, labels)) * n
-                n_cells += n
-        return total / n_cells
-
-    # ------------------------------------------------------------ the weight of the knob
-
-    @property
-    def is_loss_conditional(self) -> bool:
-        """Whether the model was trained over a weight range (``mmd_weight=(low, high)``)."""
-        return self.module.weight_conditioning is not None
-
-    @property
-    def mmd_weight_range(self) -> tuple[float, float]:
-        """The weights this model gives: ``(low, high)``, or ``(w, w)`` for one weight."""
-        if self.is_loss_conditional:
-            return self.module.mmd_weight
-        return (self.mmd_weight_default, self.mmd_weight_default)
-
-    @property
-    def mmd_weight_default(self) -> float:
-        """The weight used when none is given: the fixed weight, the weight the strength
-        controller reached at the end of training, or a loss-conditional model's default
-        (which :meth:`choose_mmd_weight` can set)."""
-        if self.module.strength is not None:
-            return float(self.module.strength.weight)
-        if not self.is_loss_conditional:
-            return self.module.mmd_weight
-        return self.module.weight_conditioning.default_weight
-
-    @property
-    def mmd_strength_state(self) -> dict | None:
-        """For a model trained with ``mmd_strength``, what its controller measured and did.
-
-        ``strength``; ``phase`` (``"control"``, or ``"nothing_to_correct"`` when scVI's latent
-        space already showed no batch discrepancy beyond the minibatch noise, or ``"warmup"``
-        before training); ``baseline`` and ``baseline_se`` (the discrepancy ``D0`` of the
-        warm-up and its standard error); ``null_noise`` (``nu``); ``target``; ``weight`` (at
-        the end of training; its path is ``history["mmd_weight_train"]``). ``None`` for a
-        model trained at a given weight.
-        """
-        strength = self.module.strength
-        if strength is None:
-            return None
-        state = {"strength": strength.strength, "phase": strength.phase_name}
-        for name in ("baseline", "baseline_se", "null_noise", "target", "weight"):
-            state[name] = float(getattr(strength, name))
-        return state
-
-    def choose_mmd_weight(
-        self,
-        curve: pd.DataFrame | None = None,
-        share: float = 1.0,
-        n_weights: int = AUTO_CURVE_POINTS,
-        set_default: bool = True,
-        **curve_kwargs,
-    ) -> WeightChoice:
-        """Choose the weight of a loss-conditional model without labels.
-
-        By default the weight at which ``L_mmd`` is lowest over the range; with ``share < 1``
-        the smallest weight at which ``L_mmd`` has made that share of its largest fall
-        (:func:`scvi_mmd.model.choose_mmd_weight`): past it, more weight no longer aligns
-        the batches. Called by :meth:`train` for ``mmd_weight="auto"``.
-
-        Parameters
-        ----------
-        curve
-            A curve from :meth:`get_mmd_curve`; ``None``: computed with ``n_weights`` points.
-        share
-            Part of the largest fall of ``L_mmd`` the chosen weight must reach, in ``(0, 1]``.
-        n_weights
-            Points of the curve when it is computed here.
-        set_default
-            Make the chosen weight :attr:`mmd_weight_default` (saved with the model).
-        **curve_kwargs
-            Other arguments of :meth:`get_mmd_curve`.
-
-        Returns
-        -------
-        :class:`~scvi_mmd.model.WeightChoice` (also in :attr:`mmd_weight_choice`, with the
-        curve in :attr:`mmd_curve_`).
-        """
-        if not self.is_loss_conditional:
-            raise ValueError("Choosing the weight needs a loss-conditional model: train with "
-                             "`mmd_weight=(low, high)` or `mmd_weight='auto'`.")
-        if curve is None:
-            curve = self.get_mmd_curve(n_weights=n_weights, **curve_kwargs)
-        choice = choose_mmd_weight(curve, share)
-        if set_default:
-            self.module.weight_conditioning.set_default_weight(choice.weight)
-        self.mmd_weight_choice, self.mmd_curve_ = choice, curve
-        return choice
-
-    def at_mmd_weight(self, mmd_weight: float | None):
-        """Context manager: inside it, every method of the model uses ``mmd_weight``.
-
-        ``None`` leaves the model as it is. A loss-conditional model takes any weight in its
-        trained range (outside it: :class:`ValueError`); a fixed-weight model only its own.
-        """
-        if mmd_weight is None:
-            return contextlib.nullcontext()
-        if self.is_loss_conditional:
-            return self.module.weight_conditioning.at(mmd_weight)
-        if mmd_weight != self.mmd_weight_default:
-            raise ValueError(
-                f"This model was trained at the fixed weight {self.mmd_weight_default:g}, not "
-                f"{mmd_weight!r}: train with `mmd_weight=(low, high)` to choose the weight "
-                "after training."
-            )
-        return contextlib.nullcontext()
-
-    def get_latent_representation(self, *args, mmd_weight: float | None = None, **kwargs):
-        """Latent representation, as :meth:`scvi.model.SCVI.get_latent_representation`.
-
-        Parameters
-        ----------
-        *args, **kwargs
-            As in :meth:`scvi.model.SCVI.get_latent_representation`.
-        mmd_weight
-            For a loss-conditional model, the weight of the knob (default:
-            :attr:`mmd_weight_default`).
-        """
-        with self.at_mmd_weight(mmd_weight):
-            return super().get_latent_representation(*args, **kwargs)
-
-    def get_normalized_expression(self, *args, mmd_weight: float | None = None, **kwargs):
-        """Normalised expression, as :meth:`scvi.model.SCVI.get_normalized_expression`.
-
-        Parameters
-        ----------
-        *args, **kwargs
-            As in :meth:`scvi.model.SCVI.get_normalized_expression`.
-        mmd_weight
-            For a loss-conditional model, the weight of the knob (default:
-            :attr:`mmd_weight_default`).
-        """
-        with self.at_mmd_weight(mmd_weight):
-            return super().get_normalized_expression(*args, **kwargs)
-
-    def get_mmd_curve(
-        self,
-        weights: Sequence[float] | None = None,
-        n_weights: int = 6,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        n_neighbors: int = 15,
-        labels_key: str | None = None,
-        batch_size: int | None = None,
-    ) -> pd.DataFrame:
-        """Label-free diagnostics of the knob, one row per weight, from this one model.
-
-        See :func:`scvi_mmd.model.mmd_curve` for the columns.
-
-        Parameters
-        ----------
-        weights
-            Weights to evaluate, in the trained range. ``None``: ``n_weights`` log-spaced
-            weights over :attr:`mmd_weight_range` (or the model's one weight).
-        n_weights
-            Number of weights when ``weights`` is ``None``.
-        adata, indices
-            Cells to use (default: all cells of the model's AnnData).
-        n_neighbors
-            Neighbours per cell of the kNN graphs.
-        labels_key
-            Optional obs column of cell types: adds ``label_purity`` (kNN) to the table.
-        batch_size
-            Minibatch size for the encoder.
-        """
-        from scvi_mmd.model._curve import mmd_curve
-
-        return mmd_curve(self, weights, n_weights, adata, indices, n_neighbors, labels_key,
-                         batch_size)

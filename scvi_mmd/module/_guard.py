@@ -29,6 +29,7 @@ import torch
 
 from scvi_mmd.mmd import squared_distances
 
+
 def validate_guard_neighbors(value) -> int:
     """Return ``value`` as an int ``>= 1``, or raise a :class:`ValueError`."""
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)

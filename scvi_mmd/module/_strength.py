@@ -2,8 +2,8 @@
 
 ``mmd_strength = s`` in ``[0, 1]`` places the batches' latent discrepancy at the end of training
 between two levels measured on the data: ``D0``, the discrepancy of scVI's own latent space
-(``s = 0``), and ``nu``, the noise of the minibatch statistic when the batches do not differ
-(``s = 1``), on a log scale (the discrepancy spans decades between the two):
+(``s = 0``), and ``nu``, the noise of the controller's measurement when the batches do not
+differ (``s = 1``), on a log scale (the discrepancy spans decades between the two):
 ``target = nu * (D0 / nu) ** (1 - s)``.
 
 1. **Warm-up.** The first steps train at weight 0 (scVI). Each step measures the discrepancy
@@ -11,7 +11,9 @@ between two levels measured on the data: ``D0``, the discrepancy of scVI's own l
    with the batch labels permuted within the minibatch (the permutation null, whose
    expectation is that of ``L_mmd`` when the batches do not differ, for every estimator, kernel
    and cell selector). Over the second half of the warm-up, ``D0`` is the mean of ``D`` and
-   ``nu`` the standard deviation of ``L_null`` across minibatches.
+   ``nu`` the standard deviation of ``L_null`` across minibatches times
+   ``sqrt(ema / (2 - ema))``: the noise of the moving average of ``D`` that the controller
+   reads when the batches do not differ.
 2. **Nothing to correct.** If ``D0`` is within ``null_z`` standard errors of 0, or below
    ``nu``, the batches are indistinguishable by the minibatch statistic already: the weight
    stays 0 and the model trains as scVI to the end.
@@ -158,7 +160,8 @@ class StrengthController(nn.Module):
         d0 = float(d.mean())
         enough = len(values) > 1
         se = float(d.std()) / math.sqrt(len(values)) if enough else math.inf
-        nu = float(null.std()) if enough else 0.0
+        # the null noise of the moving average the controller reads (not of one minibatch)
+        nu = float(null.std()) * math.sqrt(self.ema / (2 - self.ema)) if enough else 0.0
         self._mean = d0
         self._var = float(d.var()) if enough else 0.0
         corrects = d0 > self.null_z * se and d0 > nu > 0

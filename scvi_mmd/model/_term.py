@@ -1,0 +1,147 @@
+"""Methods of :class:`~scvi_mmd.SCVIMMD` about the MMD term itself: its value on data, the
+reference sample for query mapping, and what the strength controller measured."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS, settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+
+class MMDTermMixin:
+    """``get_mmd_loss``, ``set_reference_sample`` and ``mmd_strength_state``."""
+
+    @torch.inference_mode()
+    def set_reference_sample(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Store the posterior means of a random sample of cells as the reference sample.
+
+        Call it on a trained reference model (built with ``mmd_reference_size > 0``) before
+        saving it. The sample travels with the model; after
+        :meth:`~scvi.model.base.ArchesMixin.load_query_data`, cells of the new (query) batches
+        are pulled towards it by the MMD term during query training, even when no reference
+        cell is in the minibatch.
+
+        Parameters
+        ----------
+        adata
+            Reference AnnData; defaults to the model's.
+        indices
+            Cells to sample from; defaults to all. Drawn with ``scvi.settings.seed``.
+        batch_size
+            Minibatch size for the encoder.
+        """
+        size = self.module.mmd_reference_size
+        if size == 0:
+            raise ValueError(
+                "This model keeps no reference sample: create it with `mmd_reference_size > 0`."
+            )
+        adata = self._validate_anndata(adata)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        rng = np.random.default_rng(settings.seed)
+        chosen = rng.choice(indices, size=size, replace=indices.size < size)
+        latent = self.get_latent_representation(adata, indices=chosen, batch_size=batch_size)
+        buffer = self.module.mmd_reference_z
+        buffer.copy_(torch.as_tensor(latent, dtype=buffer.dtype, device=buffer.device))
+        self.module.mmd_reference_n_batch.fill_(self.summary_stats.n_batch)
+
+    @torch.inference_mode()
+    def get_mmd_loss(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        data_loader_kwargs: dict | None = None,
+        mmd_weight: float | None = None,
+    ) -> float:
+        """Compute the MMD term ``L_mmd`` on the data, as in training.
+
+        Cells are shuffled (with ``scvi.settings.seed``, so the result is reproducible and the
+        global random state is left untouched) so that minibatches mix batches even when the
+        AnnData is sorted by batch. ``L_mmd`` is computed on latent samples of each minibatch
+        and averaged over minibatches weighted by their number of cells, like the
+        ``mmd_loss_validation`` entry of :attr:`history`.
+
+        Parameters
+        ----------
+        adata
+            AnnData object with the same structure as the one used to set up the model. If
+            ``None``, defaults to the AnnData object used to initialise the model.
+        indices
+            Indices of cells in ``adata`` to use. If ``None``, all cells are used.
+        batch_size
+            Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
+        data_loader_kwargs
+            Keyword arguments for the data loader.
+        mmd_weight
+            For a loss-conditional model, the weight whose latent space is measured (default:
+            :attr:`mmd_weight_default`).
+
+        Returns
+        -------
+        The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
+        """
+        with self.at_mmd_weight(mmd_weight):
+            return self._mmd_loss(adata, indices, batch_size, data_loader_kwargs)
+
+    def _mmd_loss(self, adata, indices, batch_size, data_loader_kwargs) -> float:
+        adata = self._validate_anndata(adata)
+        indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        if indices.size == 0:
+            raise ValueError("`indices` selects no cells.")
+        devices = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(settings.seed if settings.seed is not None else 0)
+            order = torch.randperm(indices.size).numpy()
+            dataloader = self._make_data_loader(
+                adata=adata,
+                indices=indices[order],
+                batch_size=batch_size,
+                shuffle=False,
+                **(data_loader_kwargs or {}),
+            )
+            total, n_cells = 0.0, 0
+            for tensors in dataloader:
+                inference_outputs = self.module.inference(
+                    **self.module._get_inference_input(tensors)
+                )
+                z = self.module.mmd_codes(inference_outputs)
+                batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
+                n = batch_index.shape[0]
+                labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+                labels = None if labels is None else labels.to(z.device)
+                total += float(self.module.mmd_loss(z, batch_index, labels)) * n
+                n_cells += n
+        return total / n_cells
+
+    @property
+    def mmd_strength_state(self) -> dict | None:
+        """For a model trained with ``mmd_strength``, what its controller measured and did.
+
+        ``strength``; ``phase`` (``"control"``, or ``"nothing_to_correct"`` when scVI's latent
+        space already showed no batch discrepancy beyond the minibatch noise, or ``"warmup"``
+        before training); ``baseline`` and ``baseline_se`` (the discrepancy ``D0`` of the
+        warm-up and its standard error); ``null_noise`` (``nu``); ``target``; ``weight`` (at
+        the end of training; its path is ``history["mmd_weight_train"]``). ``None`` for a
+        model trained at a given weight.
+        """
+        strength = self.module.strength
+        if strength is None:
+            return None
+        state = {"strength": strength.strength, "phase": strength.phase_name}
+        for name in ("baseline", "baseline_se", "null_noise", "target", "weight"):
+            state[name] = float(getattr(strength, name))
+        return state
