@@ -63,9 +63,12 @@ class StrengthController(nn.Module):
     min_warmup_steps
         Fewest warm-up steps (a shorter training stays at weight 0).
     ramp_share
-        Share of the steps after the warm-up in which the weight can cross its range.
+        Share of the steps after the warm-up in which the weight can cross its range: the
+        whole training by default, slow enough for the latent space to follow the weight (in
+        a quarter of it, the weight overshot to 3,000 and merged a batch-exclusive type).
     min_weight, max_weight
-        The weight's range once it is on (it is 0 until the first push).
+        The weight's range once it is on (it is 0 until the first push); ``max_weight`` is the
+        top of the range the fixed weight was documented for.
     ema
         Smoothing factor of the moving average of ``D``.
     null_z
@@ -79,9 +82,9 @@ class StrengthController(nn.Module):
         strength: float,
         warmup_share: float = 0.1,
         min_warmup_steps: int = 20,
-        ramp_share: float = 0.25,
+        ramp_share: float = 1.0,
         min_weight: float = 0.1,
-        max_weight: float = 1e4,
+        max_weight: float = 1e3,
         ema: float = 0.05,
         null_z: float = 3.0,
         band_z: float = 1.0,
