@@ -44,7 +44,7 @@ logging.getLogger("scvi").setLevel(logging.ERROR)
 
 import pandas as pd  # noqa: E402
 
-from scvi_mmd.benchmark import fit_pca, score, select_genes  # noqa: E402
+from scvi_mmd.benchmark import fit_pca, score_rows, select_genes  # noqa: E402
 from scvi_mmd.data import simulate_batches  # noqa: E402
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report  # noqa: E402
 
@@ -132,11 +132,7 @@ def run(args) -> pd.DataFrame:
                    model.get_latent_representation(), auto_seconds + seconds,
                    reason=choice.reason)
         if not args.no_scib:
-            table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
-            for row in rows:
-                if row["seed"] == seed:
-                    for column in ("Batch correction", "Bio conservation", "Total"):
-                        row[column] = float(table.loc[row["embedding"], column])
+            score_rows(adata, batch_key, labels_key, [r for r in rows if r["seed"] == seed])
         pd.DataFrame(rows).to_csv(path, index=False)
     return pd.DataFrame(rows)
 

@@ -45,7 +45,10 @@ from scvi_mmd.metrics import batch_mixing  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 KANG = ROOT.parent.parent / "shared" / "data" / "kang_pbmc_ifnb.h5ad"
 OUT = ROOT / "results" / "knob"
-KERNEL = {"mmd_kernel_gamma": "median", "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
+# the configuration these studies measured (the V-statistic was the library default then; the
+# default is now the U-statistic): kept explicit so that the scripts reproduce their results
+KERNEL = {"mmd_mode": "normal", "mmd_kernel_gamma": "median",
+          "mmd_kernel_scales": [0.25, 0.5, 1.0, 2.0, 4.0]}
 EPOCHS = {"kang": 100, "sim": 60}
 
 

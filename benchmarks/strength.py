@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -35,14 +34,11 @@ logging.getLogger("scvi").setLevel(logging.ERROR)
 import anndata  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scvi  # noqa: E402
-
-from scvi_mmd import SCVIMMD  # noqa: E402
-from scvi_mmd.benchmark import fit_pca, score, select_genes  # noqa: E402
+from scvi_mmd.benchmark import fit_pca, score_rows, select_genes  # noqa: E402
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report, label_purity  # noqa: E402
 
 from guard import load as load_guard_data  # noqa: E402  (sim, hard, kang as in guard.py)
-from knob import KANG  # noqa: E402
+from knob import KANG, fit  # noqa: E402  (the same fit helper)
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "strength"
@@ -60,16 +56,6 @@ def load(dataset: str, seed: int):
     adata.obs["batch"] = pd.Categorical(
         np.random.default_rng(seed).integers(0, 3, adata.n_obs).astype(str))
     return adata, "batch", "cell_type"
-
-
-def fit(adata, batch_key, seed, epochs, **kwargs):
-    scvi.settings.seed = seed
-    data = adata.copy()
-    SCVIMMD.setup_anndata(data, batch_key=batch_key)
-    model = SCVIMMD(data, **kwargs)
-    start = time.perf_counter()
-    model.train(max_epochs=epochs, enable_progress_bar=False, check_val_every_n_epoch=epochs)
-    return model, time.perf_counter() - start
 
 
 def neighbours(x: np.ndarray, k: int = 15) -> np.ndarray:
@@ -129,11 +115,7 @@ def run(args) -> pd.DataFrame:
             model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=w)
             record(f"X_fixed_{w:g}", f"fixed {w:g}", model, seconds)
         if args.dataset != "null" and not args.no_scib:
-            table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
-            for row in rows:
-                if row["seed"] == seed:
-                    for column in ("Batch correction", "Bio conservation", "Total"):
-                        row[column] = float(table.loc[row["embedding"], column])
+            score_rows(adata, batch_key, labels_key, [r for r in rows if r["seed"] == seed])
         pd.DataFrame(rows).to_csv(path, index=False)
     return pd.DataFrame(rows)
 

@@ -157,6 +157,16 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
     return table.reset_index()
 
 
+def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
+    """Add scib-metrics' batch / bio / total to each row, by its ``embedding`` key, from one
+    :func:`score` call on those embeddings and ``X_pca`` (which must be in ``obsm``)."""
+    keys = list(dict.fromkeys(row["embedding"] for row in rows))
+    table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
+    for row in rows:
+        for column in ("Batch correction", "Bio conservation", "Total"):
+            row[column] = float(table.loc[row["embedding"], column])
+
+
 def run_sweep(
     adata,
     batch_key: str,

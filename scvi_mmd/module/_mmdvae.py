@@ -10,6 +10,7 @@ from scvi.utils import unsupported_if_adata_minified
 
 from scvi_mmd._defaults import DEFAULT_KERNEL_GAMMA, DEFAULT_KERNEL_SCALES, DEFAULT_MODE
 from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
+from scvi_mmd.module._fixed_weight import FixedWeight
 from scvi_mmd.module._penalty import MMDPenalty, validate_mmd_args
 from scvi_mmd.module._strength import StrengthController
 
@@ -160,6 +161,8 @@ class MMDVAE(VAE):
             self.mmd_weight = float(mmd_weight)
         if mmd_strength is not None:
             self.strength = StrengthController(mmd_strength)
+        self._fixed_weight = None if isinstance(mmd_weight, tuple | list) else FixedWeight(
+            mmd_weight)
         self.mmd_reference_size = int(mmd_reference_size)
         if self.mmd_reference_size:
             # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
@@ -168,14 +171,17 @@ class MMDVAE(VAE):
             self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
 
     @property
+    def weight_rule(self):
+        """The rule that gives the loss its weight: the strength controller, the weight
+        conditioning or the fixed weight (see :mod:`scvi_mmd.module._fixed_weight`)."""
+        return self.strength or self.weight_conditioning or self._fixed_weight
+
+    @property
     def current_mmd_weight(self) -> float:
-        """The weight the loss uses when none is passed: the fixed weight, the conditioned
-        weight of a loss-conditional module, or the strength controller's current weight."""
-        if self.strength is not None:
-            return self.strength.current_weight
-        if self.weight_conditioning is not None:
-            return self.weight_conditioning.current_weight
-        return self.mmd_weight
+        """The weight the loss uses when none is passed: the weight rule's current weight (the
+        fixed weight, the conditioned weight of a loss-conditional module, or the strength
+        controller's weight)."""
+        return self.weight_rule.current_weight
 
     def mmd_codes(self, inference_outputs: dict) -> torch.Tensor:
         """The latent codes the MMD compares: posterior means or samples (``mmd_latent``)."""
@@ -270,7 +276,7 @@ class MMDVAE(VAE):
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         mmd = self.mmd_loss(codes, batch_index, labels)
-        if self.strength is not None and self.training:
+        if hasattr(self.weight_rule, "observe") and self.training:
             elbo_output.extra_metrics[MMD_NULL_KEY] = self.mmd_null_loss(codes, batch_index,
                                                                           labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd

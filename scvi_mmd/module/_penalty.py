@@ -215,7 +215,9 @@ class MMDPenalty(nn.Module):
         self.unlabeled_code = unlabeled_code
         if guard is None:
             guard = mode != "fast" and not self.conditional
-        self.guard = MutualNeighbourGuard(guard_neighbors) if guard else None
+        # the cell selector: None (all cells) or an object whose ``keep(z, groups, n_groups,
+        # neg_sq)`` gives each cell's (n, n_groups) weights in the pairs (the guard's matches)
+        self.selector = MutualNeighbourGuard(guard_neighbors) if guard else None
         self.ddp_gather = bool(ddp_gather)
         self._null_generator = None
 
@@ -295,13 +297,18 @@ class MMDPenalty(nn.Module):
         return grouped_mmd(z, groups, 3, mode=self.mode, gamma=self.gamma(z),
                            partners="sequential", block=block).mean()
 
+    @property
+    def guard(self) -> MutualNeighbourGuard | None:
+        """The cell selector (the mutual-neighbour guard by default), or ``None``."""
+        return self.selector
+
     def _guard_keep(self, z, batch_index, n_groups):
-        """The guard's cell weights, as a function of the distances the exact MMD computes."""
-        if self.guard is None:
+        """The selector's cell weights, as a function of the distances the exact MMD has."""
+        if self.selector is None:
             return None
-        return lambda neg_sq: self.guard.keep(z, batch_index, n_groups, neg_sq)
+        return lambda neg_sq: self.selector.keep(z, batch_index, n_groups, neg_sq)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, kernel_gamma={self.kernel_gamma}, "
                 f"kernel_scales={self.kernel_scales}, pairs={self.pairs}, "
-                f"guard={self.guard}, conditional={self.conditional}")
+                f"selector={self.selector}, conditional={self.conditional}")

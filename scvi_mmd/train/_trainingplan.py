@@ -95,8 +95,9 @@ class MMDTrainingPlan(TrainingPlan):
     def on_train_start(self):
         """Start the strength controller (if any) for this training's number of steps."""
         super().on_train_start()
-        if self.module.strength is not None:
-            self.module.strength.start(self.trainer.estimated_stepping_batches)
+        start = getattr(self.module.weight_rule, "start", None)
+        if start is not None:
+            start(self.trainer.estimated_stepping_batches)
 
     def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
         values = torch.stack([mmd.detach(), null.detach()]).float()
@@ -105,7 +106,7 @@ class MMDTrainingPlan(TrainingPlan):
             dist.all_reduce(values)
             values = values / dist.get_world_size()
         mmd_value, null_value = values.tolist()
-        self.module.strength.observe(mmd_value, null_value)
+        self.module.weight_rule.observe(mmd_value, null_value)
         self._discrepancy_sum += mmd_value - null_value
         self._discrepancy_steps += 1
 
