@@ -100,6 +100,7 @@ def plot(table: pd.DataFrame) -> None:
             ax.axhline(float(np.mean(reference)), color="grey", ls="--", label="SCVI")
             ax.set_xlabel("mmd_strength")
             ax.set_ylabel(label)
+            ax.set_ylim((0.0, 1.02) if row == 0 else (0.5, 1.02))  # one scale for all panels
             if row == 0:
                 ax.set_title(dataset)
     handles, labels = axes[0, 0].get_legend_handles_labels()
