@@ -30,7 +30,9 @@ ORDER = ["sim", "hard", "kang", "null"]
 
 
 def load() -> pd.DataFrame:
-    frames = [pd.read_csv(path) for path in sorted(RESULTS.glob("*.csv"))]
+    # the data set from the file name ("null" in the CSV would be read as NaN)
+    frames = [pd.read_csv(path).assign(dataset=path.stem.split("_")[0])
+              for path in sorted(RESULTS.glob("*.csv")) if path.stem != "scaling"]
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(["dataset", "seed", "method"], keep="last")
 
