@@ -143,6 +143,7 @@ def test_null_batches_train_as_scvi(shifted):
     strength = fit(one, mmd_strength=1.0)
     assert strength.mmd_strength_state["phase"] == "nothing_to_correct"
     assert strength.mmd_weight_default == 0.0
+    assert not strength.module.strength.listening  # the null is no longer computed
     scvi_fit = fit(one, mmd_weight=0.0)
     np.testing.assert_array_equal(strength.get_latent_representation(),
                                   scvi_fit.get_latent_representation())

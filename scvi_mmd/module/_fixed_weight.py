@@ -5,8 +5,9 @@ any object with a ``current_weight`` (a float). Three exist: :class:`FixedWeight
 :class:`~scvi_mmd.module.WeightConditioning` (a weight drawn in a range at each step, the
 networks conditioned on it) and :class:`~scvi_mmd.module.StrengthController` (a weight set
 during training from a strength). :class:`~scvi_mmd.train.MMDTrainingPlan` calls a rule's
-``start(total_steps)`` when training starts and ``observe(mmd, null)`` after each training
-step when the rule has them (the strength controller does).
+``start(total_steps)`` when training starts and, while the rule's ``listening`` is true,
+``observe(mmd, null)`` after each training step, with the permutation null the module then
+computes (the strength controller does both).
 """
 
 from __future__ import annotations

@@ -221,8 +221,6 @@ class MMDVAE(VAE):
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The batch MMD term with the batch labels permuted (:meth:`MMDPenalty.null`)."""
-        if self.n_batch < 2:
-            return z.new_zeros(())
         return self.penalty.null(z, batch_index, labels)
 
     def reference_mmd(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
@@ -276,7 +274,7 @@ class MMDVAE(VAE):
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         mmd = self.mmd_loss(codes, batch_index, labels)
-        if hasattr(self.weight_rule, "observe") and self.training:
+        if self.training and getattr(self.weight_rule, "listening", False):
             elbo_output.extra_metrics[MMD_NULL_KEY] = self.mmd_null_loss(codes, batch_index,
                                                                           labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd

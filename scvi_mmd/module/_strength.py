@@ -123,6 +123,12 @@ class StrengthController(nn.Module):
         """``"warmup"``, ``"control"`` or ``"nothing_to_correct"``."""
         return PHASES[int(self.phase)]
 
+    @property
+    def listening(self) -> bool:
+        """Whether :meth:`observe` still uses what it is given (not once there is nothing to
+        correct): the module computes the permutation null only while it does."""
+        return self.phase_name != "nothing_to_correct"
+
     def observe(self, mmd: float, null: float) -> None:
         """Take one training step's MMD term and its permutation null; update the weight."""
         discrepancy = mmd - null
