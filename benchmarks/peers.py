@@ -7,18 +7,17 @@ Usage::
     python benchmarks/peers.py sim --seeds 0,1,2 --epochs 300   # simulation, exclusive type
     python benchmarks/peers_report.py                     # table, trade-off plot, UMAP grid
 
-Per data set and seed, on the same genes (``benchmarks/knob.py``'s data: 2,000 HVGs of Kang,
+Per data set and seed, on the same genes (``benchmarks/common.py``'s data: 2,000 HVGs of Kang,
 the 500 simulated genes), the same epochs for every method (``--epochs``; default Kang 100,
 simulation 60), latent size 10 and seed. The committed simulation results use 300 epochs:
 at 60 (~840 steps on 2,000 cells) TRVAE and SysVI had not yet learnt the cell types (seed 0:
 kNN purity of the exclusive type 0.21-0.37 for TRVAE and 0.22-0.25 for SysVI, 0.995 for
 SCVI); at 300 the kNN label purity of TRVAE (beta 1) was 0.999.
 
-* fixed methods: unintegrated PCA, SCVI, Harmony, Scanorama (``scvi_mmd.benchmark``);
-* ``scvi-mmd (one training)``: the CLI default, one guarded loss-conditional model
-  (``mmd_weight="auto"``, range 0.1-1000, recommended kernel), read at ``--mmd-weights``; its
-  automatic choice is a separate row, ``scvi-mmd default (auto)``;
-* ``scvi-mmd (separate fits)``: one guarded fixed-weight model per ``--mmd-weights`` value;
+* fixed methods: unintegrated PCA, SCVI, Harmony, Scanorama (``scvi_mmd.cli.benchmark``);
+* ``scvi-mmd (strength)``: the library default at strengths 0.25 / 0.5 / 0.75 / 0.9 / 1;
+* ``scvi-mmd (separate fits)``: one fixed-weight model per ``--mmd-weights`` value (the rest
+  of the default configuration);
 * ``SysVI`` (``scvi.external.SysVI``), as its tutorial sets it up: normalised log counts,
   VampPrior, no KL warm-up; knob ``z_distance_cycle_weight`` over ``--sysvi-weights``
   (the tutorial's range 2-50);
@@ -53,7 +52,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 
-from scvi_mmd.benchmark import (  # noqa: E402
+from scvi_mmd.cli.benchmark import (  # noqa: E402
     fit_harmony,
     fit_pca,
     fit_scanorama,
@@ -62,7 +61,9 @@ from scvi_mmd.benchmark import (  # noqa: E402
 )
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report  # noqa: E402
 
-from knob import EPOCHS, KERNEL, fit, load  # noqa: E402  (same data, fit and kernel)
+from common import EPOCHS, fit, load  # noqa: E402  (same data and fit)
+
+STRENGTHS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "peers"
@@ -143,14 +144,12 @@ def run(args) -> pd.DataFrame:
         record("X_scvi", "SCVI", "", np.nan, adata.obsm.pop("tmp"), seconds)
 
         if "scvi-mmd" not in skip:
-            auto, seconds = fit(adata, batch_key, seed, epochs, mmd_weight="auto", **KERNEL)
+            for s in STRENGTHS:
+                model, seconds = fit(adata, batch_key, seed, epochs, mmd_strength=s)
+                record(f"X_mmd_strength_{s:g}", "scvi-mmd (strength)", "mmd_strength", s,
+                       model.get_latent_representation(), seconds)
             for w in mmd_weights:
-                record(f"X_mmd_one_{w:g}", "scvi-mmd (one training)", "mmd_weight", w,
-                       auto.get_latent_representation(mmd_weight=w), seconds)
-            record("X_mmd_default", "scvi-mmd default (auto)", "mmd_weight",
-                   auto.mmd_weight_choice.weight, auto.get_latent_representation(), seconds)
-            for w in mmd_weights:
-                model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=w, **KERNEL)
+                model, seconds = fit(adata, batch_key, seed, epochs, mmd_weight=w)
                 record(f"X_mmd_fixed_{w:g}", "scvi-mmd (separate fits)", "mmd_weight", w,
                        model.get_latent_representation(), seconds)
         if "sysvi" not in skip:

@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scvi_mmd.tradeoff_plot import legend_outside, plot_tradeoff_lines
+from scvi_mmd.cli.tradeoff_plot import legend_outside, plot_tradeoff_lines
 
-from report import markdown  # noqa: E402  (benchmarks/report.py: the same pipe tables)
+from common import markdown  # noqa: E402  (benchmarks/common.py: the same pipe tables)
 
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
            "max_intrusion", "shared_batch_mixing", "fit_seconds"]
 DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
             "one type in one batch only"}
-DEFAULT = "scvi-mmd default (auto)"
+DEFAULT = "scvi-mmd default"  # a row read at one chosen knob value, if a run has one
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:

@@ -34,30 +34,13 @@ logging.getLogger("scvi").setLevel(logging.ERROR)
 import anndata  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scvi_mmd.benchmark import fit_pca, score_rows, select_genes  # noqa: E402
+from scvi_mmd.cli.benchmark import fit_pca, score_rows, select_genes  # noqa: E402
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report, label_purity  # noqa: E402
 
-from guard import load as load_guard_data  # noqa: E402  (sim, hard, kang as in guard.py)
-from knob import KANG, fit  # noqa: E402  (the same fit helper)
+from common import EPOCHS, fit, load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "strength"
-EPOCHS = {"kang": 100, "sim": 60, "hard": 60, "null": 100}
-
-
-def load(dataset: str, seed: int):
-    """(AnnData with counts in X and a lognorm layer, batch key, labels key)."""
-    if dataset != "null":
-        return load_guard_data(dataset, seed)
-    if not KANG.exists():
-        raise SystemExit(f"{KANG} not found")
-    adata = select_genes(anndata.read_h5ad(KANG), "batch", n_top_genes=2000)
-    adata = adata[adata.obs["batch"] == "STIM"].copy()
-    adata.obs["batch"] = pd.Categorical(
-        np.random.default_rng(seed).integers(0, 3, adata.n_obs).astype(str))
-    return adata, "batch", "cell_type"
-
-
 def neighbours(x: np.ndarray, k: int = 15) -> np.ndarray:
     from sklearn.neighbors import NearestNeighbors
 

@@ -1,6 +1,6 @@
 """Quick, dependency-light summaries of an embedding (for the command line and the demo).
 
-For publication-grade scores use scib-metrics (``scvi_mmd.benchmark``); these numbers are
+For publication-grade scores use scib-metrics (``scvi_mmd.cli.benchmark``); these numbers are
 cheap (a k-nearest-neighbour graph) and read directly:
 
 * :func:`batch_mixing`: mean normalised entropy of the batches among each cell's neighbours,

@@ -75,24 +75,6 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert state["weight"] == pytest.approx(float(record["strength"]["weight"]))
 
 
-def test_integrate_auto_weight(h5ad, tmp_path, capsys):
-    out, plots = tmp_path / "out.h5ad", tmp_path / "plots"
-    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--labels-key", "cell_type",
-                     *FAST, "--mmd-weight", "auto", "-o", str(out), "--plots", str(plots)])
-    assert code == 0
-    stdout = capsys.readouterr().out
-    # the automatic weight from one loss-conditional training, with the guard
-    record = anndata.read_h5ad(out).uns["scvi_mmd"]
-    assert record["mmd_weight"] == "auto" and bool(record["mmd_guard"])
-    assert list(record["mmd_weight_range"]) == [0.1, 1000.0]
-    assert record["auto"]["weight"] == pytest.approx(record["latent_mmd_weight"])
-    assert 0.1 <= record["auto"]["weight"] <= 1000.0 and "L_mmd" in record["auto"]["reason"]
-    assert "automatic weight" in stdout
-    assert {p.name for p in plots.iterdir()} == {
-        "training_curves.png", "umap.png", "knob_curve.csv", "knob_curve.png",
-        "umap_grid_batch.png", "umap_grid_cell_type.png"}
-
-
 def test_strength_and_weight_exclude_each_other(h5ad, tmp_path, capsys):
     base = ["integrate", str(h5ad), "--batch-key", "batch", *FAST, "-o", str(tmp_path / "o.h5ad")]
     assert "not both" in run_error(capsys, base + ["--strength", "0.5", "--mmd-weight", "10"])
@@ -111,32 +93,43 @@ def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
     assert "auto" not in record and "curve" not in record
 
 
-def test_integrate_weight_range_trains_once_and_writes_the_curve(h5ad, tmp_path, capsys):
-    out, plots = tmp_path / "out.h5ad", tmp_path / "plots"
-    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--labels-key", "cell_type",
-                     *FAST, "--mmd-weight", "1:100", "--latent-weight", "10", "-o", str(out),
-                     "--plots", str(plots)])
-    assert code == 0
-    assert "the knob, from this one training" in capsys.readouterr().out
-    result = anndata.read_h5ad(out)
-    record = result.uns["scvi_mmd"]
-    assert list(record["mmd_weight"]) == [1.0, 100.0] and record["latent_mmd_weight"] == 10.0
-    curve = record["curve"]
-    assert 10.0 in list(curve["mmd_weight"]) and len(curve["batch_mixing"]) == 7
-    assert {"knob_curve.csv", "knob_curve.png", "umap_grid_batch.png",
-            "umap_grid_cell_type.png"} <= {p.name for p in plots.iterdir()}
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--mmd-weight", "10", "--latent-weight", "10"], "only with --mmd-weight LOW:HIGH"),
-     (["--mmd-weight", "auto", "--latent-weight", "2000"], "outside --mmd-weight 0.1:1000"),
-     (["--mmd-mode", "fast", "--guard"], "exact estimator"),
-     (["--mmd-weight", "1:100", "--latent-weight", "1000"], "outside --mmd-weight 1:100")],
+    [(["--mmd-mode", "fast", "--guard"], "exact estimator"),
+     (["--mmd-weight", "auto"], "not a number"),        # retired: the strength replaces it
+     (["--mmd-weight", "1:100"], "not a number"),       # retired: one loss-conditional training
+     (["--mmd-weight", "-1"], ">= 0"),                  # the library's check, in one line
+     (["--mmd-kernel-gamma", "0"], "> 0"),
+     (["--mmd-pairs", "pooled", "--mmd-mode", "fast"], "exact estimator")],
 )
-def test_latent_weight_errors(h5ad, tmp_path, capsys, args, message):
+def test_setting_errors_are_the_librarys_in_one_line(h5ad, tmp_path, capsys, args, message):
     argv = ["integrate", str(h5ad), "--batch-key", "batch", *args, "-o", str(tmp_path / "o.h5ad")]
     assert message in run_error(capsys, argv)
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_missing_batch_values_are_named(tmp_path, capsys):
+    adata = simulate_batches(n_cells=200, n_genes=60, n_batches=2, seed=1)
+    batch = adata.obs["batch"].astype(object)
+    batch.iloc[:7] = np.nan
+    adata.obs["batch"] = batch
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    err = run_error(capsys, ["integrate", str(tmp_path / "in.h5ad"), "--batch-key", "batch",
+                             "-o", str(tmp_path / "o.h5ad")])
+    assert "'batch'" in err and "7 of 200 cells" in err
+
+
+def test_integrate_backed_input(h5ad, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", "--backed",
+                     "--n-top-genes", "0", "--max-epochs", "2", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result, original = anndata.read_h5ad(out), anndata.read_h5ad(h5ad)
+    assert result.obsm["X_scvi_mmd"].shape == (original.n_obs, 10)
+    assert (result.X != original.X).nnz == 0
+    err = run_error(capsys, ["integrate", str(h5ad), "--batch-key", "batch", "--backed",
+                             "--n-top-genes", "60", "-o", str(tmp_path / "o2.h5ad")])
+    assert "--n-top-genes 0" in err
 
 
 def test_integrate_label_aware_with_partial_labels(tmp_path, capsys):
@@ -221,15 +214,16 @@ def test_bad_output_paths(h5ad, tmp_path, capsys, monkeypatch):
     assert "not writable" in run_error(capsys, [*base, str(tmp_path / "o.h5ad")])
 
 
-def test_bad_numbers_are_argparse_errors(h5ad, capsys):
+def test_bad_numbers_are_one_line_errors(h5ad, tmp_path, capsys):
     for flag, value in (("--mmd-weight", "-1"), ("--mmd-weight", "nan"),
                         ("--max-epochs", "0"), ("--mmd-kernel-gamma", "0"),
                         ("--batch-size", "1"), ("--mmd-weight", "10:1"),
-                        ("--mmd-weight", "0:10"), ("--mmd-weight", "a:b")):
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main(["integrate", str(h5ad), "--batch-key", "batch", flag, value, "-o", "x.h5ad"])
-        assert exit_info.value.code == 2
-        assert "Traceback" not in capsys.readouterr().err
+                        ("--mmd-weight", "0:10"), ("--mmd-weight", "a:b"),
+                        ("--strength", "1.5"), ("--mmd-kernel-scales", "1,-2")):
+        out = tmp_path / "x.h5ad"
+        run_error(capsys, ["integrate", str(h5ad), "--batch-key", "batch", flag, value,
+                           "-o", str(out)])
+        assert not out.exists()
 
 
 def test_interrupted_run_leaves_no_output(h5ad, tmp_path, capsys, monkeypatch):

@@ -74,8 +74,10 @@ def test_strength_excludes_a_weight(synthetic):
     SCVIMMD.setup_anndata(synthetic, batch_key="batch")
     with pytest.raises(ValueError, match="not both"):
         SCVIMMD(synthetic, mmd_strength=0.5, mmd_weight=10.0)
-    with pytest.raises(ValueError, match="not both"):
-        SCVIMMD(synthetic, mmd_strength=0.5, mmd_weight=(1.0, 10.0))
+    # the retired ways to set the weight (a range, "auto") are plain errors now
+    for retired in ((1.0, 10.0), "auto"):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            SCVIMMD(synthetic, mmd_weight=retired)
 
 
 def test_default_is_the_strength_with_the_recommended_kernel(synthetic):
@@ -84,7 +86,7 @@ def test_default_is_the_strength_with_the_recommended_kernel(synthetic):
     assert module.strength is not None and module.strength.strength == DEFAULT_STRENGTH
     assert module.mmd_mode == "unbiased" and module.mmd_kernel_gamma == "median"
     assert module.mmd_kernel_scales == [0.25, 0.5, 1.0, 2.0, 4.0]
-    assert module.mmd_guard is not None
+    assert module.mmd_guard is not None and module.mmd_pairs == "pooled"
     original = SCVIMMD(synthetic, mmd_weight=10.0, **ORIGINAL_DESIGN).module
     assert original.strength is None and original.mmd_weight == 10.0
     assert (original.mmd_mode, original.mmd_kernel_gamma, original.mmd_kernel_scales,
@@ -97,7 +99,7 @@ def test_too_short_a_training_warns(synthetic):
     model = SCVIMMD(synthetic, mmd_strength=0.5)
     with pytest.warns(UserWarning, match="too short for `mmd_strength`"):
         model.train(max_epochs=1, enable_progress_bar=False)
-    assert model.mmd_strength_state["phase"] == "warmup" and model.mmd_weight_default == 0.0
+    assert model.mmd_strength_state["phase"] == "warmup" and model.mmd_weight == 0.0
 
 
 def fit(adata, seed=0, epochs=40, **kwargs):
@@ -142,7 +144,7 @@ def test_null_batches_train_as_scvi(shifted):
     one.obs["batch"] = np.random.default_rng(0).integers(0, 3, one.n_obs).astype(str)
     strength = fit(one, mmd_strength=1.0)
     assert strength.mmd_strength_state["phase"] == "nothing_to_correct"
-    assert strength.mmd_weight_default == 0.0
+    assert strength.mmd_weight == 0.0
     assert not strength.module.strength.listening  # the null is no longer computed
     scvi_fit = fit(one, mmd_weight=0.0)
     np.testing.assert_array_equal(strength.get_latent_representation(),

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from scvi_mmd._defaults import DEFAULT_KERNEL_SCALES, DEFAULT_MODE, DEFAULT_STRENGTH
+from scvi_mmd.module._penalty import MMD_MODES, MMD_PAIRS
 
 from ._common import (
     DEMO_EPOCHS,
@@ -19,11 +20,10 @@ from ._common import (
     InputError,
     gamma_arg,
     minibatch_size,
+    number_arg,
+    numbers_arg,
     positive_int,
     scales_arg,
-    weight_arg,
-    weight_or_range_arg,
-    weights_arg,
 )
 from ._integrate import integrate
 from ._sweep import sweep
@@ -31,8 +31,15 @@ from ._sweep import sweep
 __all__ = ["main", "build_parser", "InputError", "LATENT_KEY"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``scvi-mmd: error: ...``, status 2)."""
+
+    def error(self, message: str):
+        raise InputError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scvi-mmd",
         description="scVI with a tunable MMD batch-correction penalty (scvi-tools extension).",
     )
@@ -59,26 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     integrate.add_argument("--n-top-genes", type=int, default=2000,
                            help="highly variable genes to train on, seurat_v3 per batch; "
                            "0 = all genes (default: 2000)")
-    integrate.add_argument("--strength", type=float, default=None,
+    integrate.add_argument("--strength", type=number_arg, default=None,
                            help="correction strength in [0, 1]: the weight is set during "
                            "training so that the batches' latent discrepancy goes from scVI's "
                            "level (0) to the noise of a minibatch with no batch effect (1); "
                            f"default {DEFAULT_STRENGTH:g} unless --mmd-weight is given")
-    integrate.add_argument("--mmd-weight", type=weight_or_range_arg, default=None,
-                           help="instead of --strength: one fixed weight; LOW:HIGH: one "
-                           "loss-conditional training over that range, written with its curve; "
-                           "'auto': the range 0.1:1000 and the weight chosen from its "
-                           "label-free curve (recorded in uns['scvi_mmd']['auto'])")
-    integrate.add_argument("--latent-weight", type=weight_arg, default=None,
-                           help="with a range (or auto), the weight whose latent is written "
-                           "(default: the automatic choice for auto, else the geometric middle "
-                           "of the range)")
+    integrate.add_argument("--mmd-weight", type=number_arg, default=None,
+                           help="instead of --strength: one fixed weight (0 = scVI)")
     integrate.add_argument("--guard", action=argparse.BooleanOptionalAction, default=None,
                            help="the label-free guard against over-correction: each batch "
                            "pair's MMD compares only cells with a mutual nearest neighbour in "
                            "the other batch (default: on, except with --label-aware or "
                            "--mmd-mode fast)")
-    integrate.add_argument("--mmd-mode", choices=["normal", "unbiased", "fast"],
+    integrate.add_argument("--mmd-mode", choices=MMD_MODES,
                            default=DEFAULT_MODE, help=f"MMD estimator (default: {DEFAULT_MODE})")
     integrate.add_argument("--mmd-kernel-gamma", type=gamma_arg, default="median",
                            help="kernel inverse bandwidth, a number or 'median' (default)")
@@ -87,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="comma-separated multipliers of gamma for a multi-scale kernel, "
                            "or 'none' (default: "
                            + ",".join(f"{s:g}" for s in DEFAULT_KERNEL_SCALES) + ")")
-    integrate.add_argument("--mmd-pairs", choices=["sequential", "random", "all"],
-                           default="sequential")
+    integrate.add_argument("--mmd-pairs", choices=MMD_PAIRS, default=None,
+                           help="which batches are compared: all pairs pooled over the "
+                           "minibatch ('pooled', the default with the exact estimators) or "
+                           "pairs of batches ('sequential', the default with --mmd-mode fast "
+                           "or --label-aware)")
+    integrate.add_argument("--backed", action="store_true",
+                           help="read INPUT from disk as training goes (anndata backed mode), "
+                           "for files larger than memory; needs --n-top-genes 0")
     integrate.add_argument("--max-epochs", type=positive_int, default=None,
                            help="training epochs (default: scvi-tools' heuristic; "
                            f"{DEMO_EPOCHS} for the demo)")
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep",
-        help="benchmark the knob: scib-metrics over a grid of mmd_weight",
+        help="benchmark the knob: scib-metrics over strengths and/or fixed weights",
         description="Fit SCVI, SCVIMMD over a grid of weights and the baselines, score every "
         "embedding with scib-metrics and write results.csv and plots "
         "(needs the 'benchmark' extra).",
@@ -112,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-key", required=True)
     sweep.add_argument("--labels-key", required=True)
     sweep.add_argument("--layer")
-    sweep.add_argument("--weights", type=weights_arg, default=[0.0, 1.0, 10.0, 100.0],
-                       help="comma-separated weights (default: 0,1,10,100)")
+    sweep.add_argument("--weights", type=numbers_arg, default=[0.0, 1.0, 10.0, 100.0],
+                       help="comma-separated fixed weights (default: 0,1,10,100; '' for none)")
+    sweep.add_argument("--strengths", type=numbers_arg, default=[],
+                       help="comma-separated strengths, each fit with the default "
+                       "configuration (e.g. 0.5,0.9,1)")
     sweep.add_argument("--mmd-modes", default="normal", help="comma-separated, e.g. normal,fast")
     sweep.add_argument("--n-top-genes", type=int, default=2000)
     sweep.add_argument("--max-epochs", type=positive_int, default=100)
@@ -132,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scvi-mmd`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return integrate(args) if args.command == "integrate" else sweep(args)
     except InputError as error:
         print(f"scvi-mmd: error: {error}", file=sys.stderr)

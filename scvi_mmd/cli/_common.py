@@ -16,53 +16,24 @@ class InputError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
 
 
-def weight_arg(text: str) -> float:
+def number_arg(text: str) -> float:
+    """A number (its range is checked by the library, which owns the setting)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be finite and >= 0: {text!r}")
-    return value
 
 
-def weight_or_range_arg(text: str) -> float | tuple[float, float] | str:
-    """A weight ``W``, a range ``LOW:HIGH`` (``0 < LOW < HIGH``) for one conditional training,
-    or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    if ":" not in text:
-        return weight_arg(text)
-    low, _, high = text.partition(":")
-    low, high = weight_arg(low), weight_arg(high)
-    if not 0 < low < high:
-        raise argparse.ArgumentTypeError(f"a range LOW:HIGH needs 0 < LOW < HIGH: {text!r}")
-    return (low, high)
-
-
-def weights_arg(text: str) -> list[float]:
-    return [weight_arg(part) for part in text.split(",") if part.strip()]
+def numbers_arg(text: str) -> list[float]:
+    return [number_arg(part) for part in text.split(",") if part.strip()]
 
 
 def gamma_arg(text: str) -> float | str:
-    if text == "median":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number or 'median': {text!r}") from None
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0: {text!r}")
-    return value
+    return text if text == "median" else number_arg(text)
 
 
 def scales_arg(text: str) -> list[float] | None:
-    if text.lower() == "none":
-        return None
-    values = [weight_arg(part) for part in text.split(",") if part.strip()]
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive numbers or 'none': {text!r}")
-    return values
+    return None if text.lower() == "none" else numbers_arg(text)
 
 
 def positive_int(text: str) -> int:
@@ -113,8 +84,9 @@ def check_folder(path: str, overwrite: bool, what: str) -> Path:
     return folder
 
 
-def read_input(path: str):
-    """Read an h5ad file, turning every failure into an :class:`InputError`."""
+def read_input(path: str, backed: bool = False):
+    """Read an h5ad file (``backed``: its matrix stays on disk), turning every failure into an
+    :class:`InputError`."""
     import anndata
 
     file = Path(path)
@@ -123,7 +95,7 @@ def read_input(path: str):
     if not file.is_file():
         raise InputError(f"input is not a file: {path}")
     try:
-        return anndata.read_h5ad(file)
+        return anndata.read_h5ad(file, backed="r" if backed else None)
     except Exception as error:  # h5py and anndata raise many types for a bad file
         raise InputError(f"not a readable h5ad file: {path} ({type(error).__name__})") from None
 
@@ -132,15 +104,23 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
     """Cells and genes present, keys present, at least two batches, raw counts (all checked)."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"input has {adata.n_obs} cells x {adata.n_vars} genes: nothing to do")
+    from scvi_mmd.model._validation import check_obs_column
+
     if batch_key not in adata.obs:
         raise InputError(
             f"batch key {batch_key!r} not in obs (columns: {', '.join(map(str, adata.obs))})"
         )
+    if labels_key is not None and labels_key not in adata.obs:
+        raise InputError(f"labels key {labels_key!r} not in obs")
+    try:
+        for key in (batch_key, labels_key):
+            if key is not None:
+                check_obs_column(adata, key)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     n_batches = adata.obs[batch_key].nunique()
     if n_batches < 2:
         raise InputError(f"batch key {batch_key!r} has {n_batches} batch: nothing to correct")
-    if labels_key is not None and labels_key not in adata.obs:
-        raise InputError(f"labels key {labels_key!r} not in obs")
     if layer is not None and layer not in adata.layers:
         names = [str(k) for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
         raise InputError(f"layer {layer!r} not in layers ({', '.join(names) or 'none'})")
@@ -183,6 +163,11 @@ def demo_data(seed: int):
 def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
     import scanpy as sc
 
+    if adata.isbacked:  # the matrix stays on disk: train on its genes as they are
+        if 0 < n_top_genes < adata.n_vars:
+            raise InputError("--backed trains on every gene of INPUT: select genes beforehand "
+                             "and pass --n-top-genes 0")
+        return adata
     if n_top_genes <= 0 or n_top_genes >= adata.n_vars:
         return adata.copy()
     flags = sc.pp.highly_variable_genes(

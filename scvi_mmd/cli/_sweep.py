@@ -7,7 +7,7 @@ from ._common import InputError, check_adata, check_folder, read_input
 
 def sweep(args) -> int:
     try:
-        from scvi_mmd import benchmark
+        from scvi_mmd.cli import benchmark
     except ImportError as error:
         raise InputError(
             f"sweep needs the benchmark extra: pip install 'scvi-mmd[benchmark]' ({error})"
@@ -15,9 +15,11 @@ def sweep(args) -> int:
     out_dir = check_folder(args.output_dir, args.overwrite, "output folder")
     adata = read_input(args.input)
     check_adata(adata, args.batch_key, args.labels_key, args.layer)
+    from scvi_mmd.module._penalty import MMD_MODES
+
     modes = [m.strip() for m in args.mmd_modes.split(",") if m.strip()]
-    if not modes or any(m not in ("normal", "unbiased", "fast") for m in modes):
-        raise InputError("--mmd-modes must list normal, unbiased and/or fast, "
+    if not modes or any(m not in MMD_MODES for m in modes):
+        raise InputError(f"--mmd-modes must list some of {', '.join(MMD_MODES)}, "
                          f"got {args.mmd_modes!r}")
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = set(baselines) - set(benchmark.BASELINES)
@@ -27,12 +29,21 @@ def sweep(args) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise InputError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    for name, values in (("--weights", args.weights), ("--strengths", args.strengths)):
+        try:  # the library's own checks, once, before hours of fitting
+            from scvi_mmd.module import FixedWeight, StrengthController
+
+            for value in values:
+                (FixedWeight if name == "--weights" else StrengthController)(value)
+        except ValueError as error:
+            raise InputError(f"{name}: {error}") from None
     results = benchmark.run_sweep(
         adata,
         batch_key=args.batch_key,
         labels_key=args.labels_key,
         layer=args.layer,
         weights=args.weights,
+        strengths=args.strengths,
         modes=modes,
         seeds=seeds,
         baselines=baselines,

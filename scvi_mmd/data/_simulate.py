@@ -20,6 +20,7 @@ def simulate_batches(
     library_size: float = 3000.0,
     type_only_in_batch: dict[int, int] | None = None,
     type_in_batches: dict[int, list[int]] | None = None,
+    type_proportions: np.ndarray | None = None,
     seed: int = 0,
 ) -> anndata.AnnData:
     """Simulate negative-binomial counts from cell-type programs times per-batch gene factors.
@@ -53,6 +54,9 @@ def simulate_batches(
     type_only_in_batch
         ``{type: batch}``: that cell type exists in that batch only (its cells drawn in other
         batches are given other types), to test over-correction.
+    type_proportions
+        Optional ``(n_batches, n_cell_types)`` array: the mix of cell types of each batch
+        (rows are normalised; a 0 keeps a type out of a batch). Default: uniform.
     seed
         Seed of the random generator.
 
@@ -68,6 +72,16 @@ def simulate_batches(
     rng = np.random.default_rng(seed)
     batch = np.arange(n_cells) % n_batches
     cell_type = rng.integers(0, n_cell_types, n_cells)
+    if type_proportions is not None:
+        mix = np.asarray(type_proportions, dtype=float)
+        if mix.shape != (n_batches, n_cell_types) or (mix < 0).any() or \
+                not (mix.sum(1) > 0).all():
+            raise ValueError("`type_proportions` must be a (n_batches, n_cell_types) array of "
+                             "values >= 0 with a positive sum in each row.")
+        mix = mix / mix.sum(1, keepdims=True)
+        for b in range(n_batches):
+            cells = batch == b
+            cell_type[cells] = rng.choice(n_cell_types, cells.sum(), p=mix[b])
     restricted = {t: [b] for t, b in (type_only_in_batch or {}).items()}
     restricted.update({t: list(bs) for t, bs in (type_in_batches or {}).items()})
     for t, bs in restricted.items():

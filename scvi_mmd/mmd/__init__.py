@@ -23,7 +23,9 @@ groups ``l`` for which MMD^2(group k, group l) is added to the sum, padded with 
 (:func:`sequential_pairs`, :func:`random_pairs`, :func:`all_pairs`).
 :func:`grouped_mmd_conditional` compares batches within each label (class-conditional MMD);
 :func:`kept_pair_weights` restricts each pair to chosen cells (a weighted MMD, used by the
-label-free guard of :mod:`scvi_mmd.module`).
+label-free guard of :mod:`scvi_mmd.module`). :func:`pooled_weights` gives the pooled MMD (all
+pairs of batches weighted by their cell pairs, ``O(n^2)`` whatever the number of batches, well
+estimated with a few cells per batch).
 
 Kernel bandwidth: ``gamma`` is a number, or several (a multi-scale kernel: the mean of the
 Gaussian kernels); :func:`median_heuristic_gamma` gives ``1 / (2 median d^2)`` of a minibatch.
@@ -52,6 +54,7 @@ from ._pairings import (
     kept_pair_weights,
     n_pairs,
     pair_weights,
+    pooled_weights,
     random_pairs,
     sequential_pairs,
 )
@@ -74,6 +77,7 @@ __all__ = [
     "mmd_unbiased",
     "n_pairs",
     "pair_weights",
+    "pooled_weights",
     "random_pairs",
     "sequential_pairs",
     "squared_distances",

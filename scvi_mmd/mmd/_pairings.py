@@ -20,6 +20,7 @@ __all__ = [
     "n_pairs",
     "pair_weights",
     "kept_pair_weights",
+    "pooled_weights",
 ]
 
 
@@ -223,3 +224,78 @@ def kept_pair_weights(
     ab = (a * cross) @ b.T
     weights = (a * inv_a) @ a.T + (b * inv_b) @ b.T - ab - ab.T
     return weights.fill_diagonal_(0.0)
+
+
+def pooled_weights(
+    groups: torch.Tensor,
+    strata: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    unbiased: bool = True,
+) -> torch.Tensor:
+    """Cell-pair weights ``W`` of the pooled MMD: every pair of batches, in one pass.
+
+    ``sum_ij K_ij W_ij = sum_{k<l} c_k c_l MMD_u^2(k, l) / sum_{k<l} c_k c_l``: the mean of the
+    unbiased MMD^2 (eq. 3 of Gretton et al., 2012) over all pairs of batches present, each
+    weighted by its number of cell pairs ``c_k c_l``, so that every pair of cells of different
+    batches counts once. Unbiased for that weighted mean of the population MMD^2, so ``>= 0``
+    in expectation and 0 when the batches do not differ. In closed form,
+
+        ``W_ij = (n - c_k) / (Z (c_k - 1))`` for ``i != j`` both of batch ``k``,
+        ``W_ij = -1 / Z`` for ``i, j`` of different batches, ``W_ii = 0``,
+
+    with ``n`` the cells used and ``Z = sum_{k<l} c_k c_l``. Batches with fewer than two cells
+    (whose within-batch term has no estimate) are left out. With ``unbiased=False`` the pairs
+    are V-statistics (eq. 5; biased, ``>= 0``): ``W_ij = (n - c_k) / (Z c_k)`` within batch
+    ``k``, the diagonal included, and a batch of one cell counts. The counts come from the ``n x n``
+    comparison of codes, so the cost is ``O(n^2)`` whatever the number of batches (no
+    ``B x B`` or ``n x B`` tensor), and every batch of two or more cells in the minibatch
+    counts, which keeps the term well estimated when a minibatch holds a few cells of each of
+    many batches.
+
+    With ``strata`` (e.g. clusters of the latent space), batches are compared within each
+    stratum only: the same sum over the (stratum, batch pair) combinations, each weighted by
+    its cell pairs, so different mixes of strata across batches are not a discrepancy.
+
+    Parameters
+    ----------
+    groups
+        Batch code of each cell, shape ``(n,)``.
+    strata
+        Optional stratum code of each cell, shape ``(n,)``.
+    ignore
+        Optional boolean per cell: cells left out (e.g. unmatched by a guard).
+    dtype
+        Floating point type of ``W`` (default: the default dtype).
+    unbiased
+        U-statistics (default) or V-statistics.
+
+    Returns
+    -------
+    Symmetric tensor of shape ``(n, n)``; all zeros when no stratum has two batches of two
+    cells.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    groups = groups.reshape(-1)
+    n = groups.shape[0]
+    together = torch.ones(n, n, dtype=torch.bool, device=groups.device)
+    if strata is not None:
+        strata = strata.reshape(-1)
+        together = strata[:, None] == strata[None, :]
+    if ignore is not None:
+        used = ~ignore.reshape(-1)
+        together = together & used[:, None] & used[None, :]
+    same = together & (groups[:, None] == groups[None, :])
+    # cells of my batch (and stratum), myself included: a batch of one is left out
+    count = same.sum(1).to(dtype)
+    used = count >= (2 if unbiased else 1)
+    together = together & used[:, None] & used[None, :]
+    same = same & together
+    in_stratum = together.sum(1).to(dtype)  # n of my stratum, among the cells used
+    z = 0.5 * torch.where(used, in_stratum - count, 0.0).sum()
+    within_pairs = (count - 1) if unbiased else count
+    within = torch.where(used, (in_stratum - count) / within_pairs.clamp_min(1.0), 0.0)
+    weights = torch.where(same, within[:, None], -together.to(dtype))
+    if unbiased:
+        weights.fill_diagonal_(0.0)
+    return weights / z.clamp_min(1.0)

@@ -10,27 +10,22 @@ from typing import TYPE_CHECKING
 from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
+from scvi_mmd._compat import adata_minify_type, n_train_cells
 from scvi_mmd._defaults import (
     DEFAULT_KERNEL_GAMMA,
     DEFAULT_KERNEL_SCALES,
     DEFAULT_MODE,
-    DEFAULT_STRENGTH,
-)
-from scvi_mmd.model._auto import (
-    AUTO_WEIGHT_RANGE,
-    WeightChoice,
 )
 from scvi_mmd.model._term import MMDTermMixin
 from scvi_mmd.model._validation import (
     check_batch_size,
     check_counts,
     check_not_empty,
+    check_obs_column,
     check_saved_model,
     last_minibatch_has_one_cell,
 )
-from scvi_mmd.model._weight import MMDWeightMixin
 from scvi_mmd.module import MMDVAE
-from scvi_mmd.module._penalty import validate_mmd_args
 from scvi_mmd.train import MMDTrainingPlan
 
 if TYPE_CHECKING:
@@ -42,7 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
+class SCVIMMD(MMDTermMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
     The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
@@ -65,17 +60,8 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         upwards by ``O(1/n)``; the original design); ``"fast"``: linear-time unbiased estimate
         (``O(n)``, noisier).
     mmd_weight
-        A fixed weight, finite and ``>= 0`` (``mmd_strength`` must then be ``None``). Or a
-        range ``(low, high)``, ``0 < low < high``: one loss-conditional training for the whole
-        knob (Dosovitskiy & Djolonga, ICLR 2020; :class:`~scvi_mmd.module.WeightConditioning`).
-        Each minibatch draws a weight log-uniformly in the range and the encoder and decoder
-        are conditioned on it; afterwards :meth:`get_latent_representation`,
-        :meth:`get_normalized_expression` and :meth:`get_mmd_loss` take ``mmd_weight=w`` for
-        any ``w`` in the range (default: :attr:`mmd_weight_default`, the geometric middle),
-        and :meth:`get_mmd_curve` gives the trade-off curve over the range. ``"auto"``: the
-        range ``(0.1, 1000)``, and after :meth:`train` the default weight is chosen from the
-        curve without labels (:meth:`choose_mmd_weight`). ``None`` (default): the weight
-        comes from ``mmd_strength``.
+        A fixed weight, finite and ``>= 0`` (``0`` is :class:`~scvi.model.SCVI` exactly),
+        instead of ``mmd_strength``. ``None`` (default): the weight comes from the strength.
     mmd_strength
         The correction strength ``s`` in ``[0, 1]``: training removes the batches' latent
         discrepancy from its level in scVI's own latent space (``s = 0``) towards the noise of
@@ -95,21 +81,17 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         Multipliers of ``gamma`` for a multi-scale kernel (the mean over the scales); default
         ``(0.25, 0.5, 1, 2, 4)``; ``None``: one scale.
     mmd_pairs
-        Batch pairs in ``L_mmd``: ``"sequential"`` (k, k+1) in code order (the original design),
+        Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
+        estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
+        pooled over the minibatch (:func:`~scvi_mmd.mmd.pooled_weights`): with many batches
+        (samples, donors) a minibatch holds a few cells of each, and the pooled term is still
+        well estimated, at a cost that does not grow with the number of batches. Pairs of
+        batches, as in the original design: ``"sequential"`` (k, k+1) in code order,
         ``"random"`` (sequential in a random order per step) or ``"all"``.
     mmd_conditional
         If ``True``, compare batches within each cell type (label) and average over labels,
         ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
         ``unlabeled_category``). Keeps batches of different compositions from being merged.
-    mmd_pair_reduction
-        ``"mean"`` (default): ``L_mmd`` is the mean of MMD^2 over the batch pairs present in
-        the minibatch, so a weight means the same with 2 or 20 batches and with any pairing;
-        ``"sum"``: the sum over pairs (the original design, which grows with the number of
-        batches: ``K - 1`` sequential pairs, ``K (K - 1) / 2`` with ``"all"``).
-    mmd_latent
-        ``"mean"`` (default): the MMD compares posterior means (the latent representation);
-        ``"sample"``: sampled ``z`` (the original design; at large weights it can lower the
-        MMD by hiding batch differences in the posterior noise, so mixing falls).
     mmd_guard
         The label-free guard against over-correction: each batch pair's MMD compares only the
         cells that have a mutual nearest neighbour in the other batch within the minibatch
@@ -119,16 +101,6 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         exact estimators (``"normal"``, ``"unbiased"``); off with ``"fast"`` (it needs the
         ``n x n`` distances the fast estimator avoids) and with ``mmd_conditional`` (labels
         win). ``False``: the plain MMD over all cells (the original design).
-    mmd_guard_neighbors
-        ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch; larger lets
-        more cells into the MMD (towards the plain MMD).
-    mmd_ddp_gather
-        With ``devices > 1`` (DDP): gather all processes' latent codes before the MMD, so pairs
-        see more cells; ``False`` (default): each process uses its own minibatch.
-    mmd_reference_size
-        Room for a sample of reference latent codes kept with the model (see
-        :meth:`set_reference_sample`), so that a query mapped with :meth:`load_query_data` is
-        pulled towards the reference during query training. ``0``: none.
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -147,7 +119,10 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
     latent_distribution
         One of ``"normal"`` or ``"ln"``.
     **kwargs
-        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE` and :class:`~scvi.module.VAE`.
+        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE` (the advanced settings
+        ``mmd_pair_reduction``, ``mmd_latent``, ``mmd_guard_neighbors``, ``mmd_ddp_gather``,
+        ``mmd_reference_size``, ``n_epochs_mmd_warmup`` is a plan setting) and
+        :class:`~scvi.module.VAE`.
 
     Examples
     --------
@@ -167,19 +142,14 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         self,
         adata: AnnData | None = None,
         registry: dict | None = None,
+        mmd_strength: float | None = None,
+        mmd_weight: float | None = None,
         mmd_mode: Literal["normal", "unbiased", "fast"] = DEFAULT_MODE,
-        mmd_weight: float | tuple[float, float] | Literal["auto"] | None = None,
+        mmd_pairs: Literal["pooled", "sequential", "random", "all"] | None = None,
         mmd_kernel_gamma: float | Literal["median"] = DEFAULT_KERNEL_GAMMA,
         mmd_kernel_scales: Sequence[float] | None = DEFAULT_KERNEL_SCALES,
-        mmd_pairs: Literal["sequential", "random", "all"] = "sequential",
-        mmd_conditional: bool = False,
-        mmd_ddp_gather: bool = False,
-        mmd_reference_size: int = 0,
-        mmd_pair_reduction: Literal["mean", "sum"] = "mean",
-        mmd_latent: Literal["mean", "sample"] = "mean",
         mmd_guard: bool | None = None,
-        mmd_guard_neighbors: int = 3,
-        mmd_strength: float | None = None,
+        mmd_conditional: bool = False,
         n_hidden: int = 128,
         n_latent: int = 10,
         n_layers: int = 1,
@@ -190,18 +160,6 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         latent_distribution: Literal["normal", "ln"] = "normal",
         **kwargs,
     ):
-        if mmd_strength is not None and mmd_weight is not None:
-            raise ValueError("Pass `mmd_strength` (the weight set during training) or "
-                             "`mmd_weight` (a fixed weight or a range), not both.")
-        if mmd_strength is None and mmd_weight is None:
-            mmd_strength = DEFAULT_STRENGTH
-        self.mmd_weight_auto = isinstance(mmd_weight, str) and mmd_weight == "auto"
-        module_weight = (AUTO_WEIGHT_RANGE if self.mmd_weight_auto
-                         else 0.0 if mmd_weight is None else mmd_weight)
-        validate_mmd_args(mmd_mode, module_weight, mmd_kernel_gamma, mmd_kernel_scales,
-                          mmd_pairs, mmd_reference_size, mmd_pair_reduction, mmd_latent,
-                          mmd_guard, mmd_conditional, mmd_guard_neighbors, mmd_strength)
-        self.mmd_weight_choice: WeightChoice | None = None
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata,
@@ -214,20 +172,15 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
             gene_likelihood=gene_likelihood,
             use_observed_lib_size=use_observed_lib_size,
             latent_distribution=latent_distribution,
+            mmd_strength=mmd_strength,
+            mmd_weight=mmd_weight,
             mmd_mode=mmd_mode,
-            mmd_weight=module_weight,
+            mmd_pairs=mmd_pairs,
             mmd_kernel_gamma=mmd_kernel_gamma,
             mmd_kernel_scales=mmd_kernel_scales,
-            mmd_pairs=mmd_pairs,
+            mmd_guard=mmd_guard,
             mmd_conditional=mmd_conditional,
             mmd_unlabeled_code=unlabeled_code,
-            mmd_ddp_gather=mmd_ddp_gather,
-            mmd_reference_size=mmd_reference_size,
-            mmd_pair_reduction=mmd_pair_reduction,
-            mmd_latent=mmd_latent,
-            mmd_guard=mmd_guard,
-            mmd_guard_neighbors=mmd_guard_neighbors,
-            mmd_strength=mmd_strength,
             **kwargs,
         )
         n_batch = self.summary_stats.n_batch
@@ -240,13 +193,11 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
             )
         self._model_summary_string = (
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
-            + f", mmd_mode: {mmd_mode}, "
-            + (f"mmd_strength: {mmd_strength}, " if mmd_strength is not None
-               else f"mmd_weight: {mmd_weight}, ")
-            + f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
-            f"mmd_pairs: {mmd_pairs}, mmd_pair_reduction: {mmd_pair_reduction}, "
-            f"mmd_latent: {mmd_latent}, "
-            f"mmd_conditional: {mmd_conditional}, mmd_guard: {self.module.mmd_guard}."
+            + (f", mmd_weight: {mmd_weight}" if mmd_weight is not None
+               else f", mmd_strength: {mmd_strength if mmd_strength is not None else 'default'}")
+            + f", mmd_mode: {mmd_mode}, mmd_pairs: {mmd_pairs}, "
+            f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
+            f"mmd_conditional: {mmd_conditional}, mmd_guard: {mmd_guard}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())
@@ -292,7 +243,6 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
             warn, as in scvi-tools (which checks a sample of entries; this checks all).
         """
         from scvi.data import AnnDataManager
-        from scvi.data._utils import _get_adata_minify_type
         from scvi.data.fields import (
             CategoricalJointObsField,
             CategoricalObsField,
@@ -308,6 +258,8 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
         if layer is not None and layer not in adata.layers:
             names = [k for k in adata.layers.keys() if k is not None]  # anndata 0.13 lists None
             raise ValueError(f"Layer {layer!r} is not in adata.layers ({names}).")
+        for key in (batch_key, labels_key):
+            check_obs_column(adata, key)
         check_counts(adata, layer)
         setup_method_args = cls._get_setup_method_args(**locals())
         labels_field = (
@@ -325,9 +277,9 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
             CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
         ]
-        adata_minify_type = _get_adata_minify_type(adata)
-        if adata_minify_type is not None:
-            anndata_fields += cls._get_fields_for_adata_minification(adata_minify_type)
+        minify_type = adata_minify_type(adata)
+        if minify_type is not None:
+            anndata_fields += cls._get_fields_for_adata_minification(minify_type)
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         with warnings.catch_warnings():
             # check_counts has checked every entry; scvi-tools' sampled check would repeat it
@@ -407,25 +359,11 @@ class SCVIMMD(MMDWeightMixin, MMDTermMixin, SCVI):
             datamodule=datamodule,
             **kwargs,
         )
-        if self.mmd_weight_auto and self.adata is not None:
-            self.choose_mmd_weight()
         return result
 
     def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
         """Size of the training set, as scvi-tools' data splitter will compute it."""
-        from scvi.dataloaders._data_splitting import validate_data_split
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the data splitter repeats its own warnings
-            n_train, _ = validate_data_split(
-                self.adata.n_obs,
-                0.9 if train_size is None else float(train_size),
-                validation_size,
-                batch_size,
-                False,
-                train_size is None,
-            )
-        return n_train
+        return n_train_cells(self.adata.n_obs, train_size, validation_size, batch_size)
 
     def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
         """Labels must be registered for the conditional MMD; return the unlabeled code."""

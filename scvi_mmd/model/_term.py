@@ -16,7 +16,13 @@ if TYPE_CHECKING:
 
 
 class MMDTermMixin:
-    """``get_mmd_loss``, ``set_reference_sample`` and ``mmd_strength_state``."""
+    """``get_mmd_loss``, ``set_reference_sample``, ``mmd_weight`` and ``mmd_strength_state``."""
+
+    @property
+    def mmd_weight(self) -> float:
+        """The MMD weight at the end of training: the fixed weight, or the strength
+        controller's final weight (its path: ``history["mmd_weight_train"]``)."""
+        return float(self.module.weight_rule.current_weight)
 
     @torch.inference_mode()
     def set_reference_sample(
@@ -63,7 +69,6 @@ class MMDTermMixin:
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         data_loader_kwargs: dict | None = None,
-        mmd_weight: float | None = None,
     ) -> float:
         """Compute the MMD term ``L_mmd`` on the data, as in training.
 
@@ -84,18 +89,11 @@ class MMDTermMixin:
             Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
         data_loader_kwargs
             Keyword arguments for the data loader.
-        mmd_weight
-            For a loss-conditional model, the weight whose latent space is measured (default:
-            :attr:`mmd_weight_default`).
 
         Returns
         -------
         The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
         """
-        with self.at_mmd_weight(mmd_weight):
-            return self._mmd_loss(adata, indices, batch_size, data_loader_kwargs)
-
-    def _mmd_loss(self, adata, indices, batch_size, data_loader_kwargs) -> float:
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         if indices.dtype == bool:

@@ -32,6 +32,26 @@ def check_not_empty(adata: AnnData) -> None:
         )
 
 
+def check_obs_column(adata: AnnData, key: str) -> None:
+    """Raise a :class:`ValueError` if ``adata.obs[key]`` has missing (NaN) or empty values.
+
+    scvi-tools would register such cells as a category of their own or fail with a message
+    about categories; here the message names the column and the number of cells.
+    """
+    if key is None or key not in adata.obs:
+        return
+    column = adata.obs[key]
+    missing = column.isna().to_numpy()
+    as_text = column.astype("string").str.strip()
+    empty = (as_text == "").fillna(False).to_numpy()
+    n_bad = int((missing | empty).sum())
+    if n_bad:
+        raise ValueError(
+            f"adata.obs[{key!r}] has {n_bad} of {adata.n_obs} cells with a missing (NaN) or "
+            "empty value: give every cell a value, or remove those cells."
+        )
+
+
 def _bad_entries_sparse(matrix) -> tuple[int, int, np.ndarray, np.ndarray, bool]:
     """Count NaN/inf and negative stored values of a sparse matrix; rows/cols of a few."""
     matrix = matrix if sp.isspmatrix_csr(matrix) or isinstance(matrix, sp.csr_array) else (
@@ -53,9 +73,15 @@ def _bad_entries_dense(matrix) -> tuple[int, int, np.ndarray, np.ndarray, bool]:
     rows, cols = [], []
     non_integer = False
     for start in range(0, matrix.shape[0], _ROW_CHUNK):
-        block = np.asarray(matrix[start : start + _ROW_CHUNK])
-        if sp.issparse(block):  # a backed sparse matrix returns sparse chunks
-            block = block.toarray()
+        block = matrix[start : start + _ROW_CHUNK]
+        if sp.issparse(block):  # a backed (on-disk) sparse matrix gives sparse chunks
+            n_nf, n_neg, r, c, frac = _bad_entries_sparse(block)
+            n_not_finite, n_negative = n_not_finite + n_nf, n_negative + n_neg
+            rows += (r + start).tolist()[: max(_N_EXAMPLES - len(rows), 0)]
+            cols += c.tolist()[: max(_N_EXAMPLES - len(cols), 0)]
+            non_integer = non_integer or frac
+            continue
+        block = np.asarray(block)
         not_finite = ~np.isfinite(block)
         negative = block < 0
         n_not_finite += int(not_finite.sum())

@@ -127,6 +127,14 @@ class MutualNeighbourGuard:
     def __init__(self, n_neighbors: int = 3):
         self.n_neighbors = validate_guard_neighbors(n_neighbors)
 
+    def keep_pooled(self, groups: torch.Tensor, neg_sq: torch.Tensor) -> torch.Tensor:
+        """Whether each cell has a mutual neighbour among the cells of the *other* batches.
+
+        The guard of the pooled discrepancy: the other batches are one pool, so the cost is
+        ``O(n^2)`` whatever the number of batches (:func:`mutual_neighbours_pooled`).
+        """
+        return mutual_neighbours_pooled(groups, neg_sq, self.n_neighbors)
+
     def keep(
         self,
         z: torch.Tensor,
@@ -143,3 +151,40 @@ class MutualNeighbourGuard:
 
     def __repr__(self) -> str:
         return f"MutualNeighbourGuard(n_neighbors={self.n_neighbors})"
+
+
+def mutual_neighbours_pooled(groups: torch.Tensor, neg_sq: torch.Tensor,
+                             n_neighbors: int) -> torch.Tensor:
+    """Which cells have a mutual ``n_neighbors``-nearest neighbour in another batch.
+
+    Cells ``i`` and ``j`` of different batches are mutual neighbours when ``j`` is among the
+    ``n_neighbors`` cells of other batches than ``i``'s nearest to ``i``, and ``i`` among those
+    nearest to ``j`` (Haghverdi et al., 2018, with all other batches pooled).
+
+    Parameters
+    ----------
+    groups
+        Batch code of each cell, shape ``(n,)``.
+    neg_sq
+        ``-||z_i - z_j||^2``, shape ``(n, n)`` (or ``(s, n, n)``: the first sample is used).
+    n_neighbors
+        ``k``.
+
+    Returns
+    -------
+    Boolean tensor of shape ``(n,)``.
+    """
+    while neg_sq.dim() > 2:
+        neg_sq = neg_sq[0]
+    groups = groups.reshape(-1)
+    n = groups.shape[0]
+    other = groups[:, None] != groups[None, :]
+    k = min(n_neighbors, n - 1)
+    if k < 1:
+        return torch.zeros(n, dtype=torch.bool, device=groups.device)
+    score = neg_sq.detach().masked_fill(~other, float("-inf"))
+    top = score.topk(k, dim=-1).indices  # (n, k): nearest cells of other batches
+    near = torch.zeros(n, n, dtype=torch.bool, device=groups.device)
+    near.scatter_(1, top, True)
+    near = near & other  # a row with fewer than k other-batch cells picked some of its own
+    return (near & near.T).any(dim=1)

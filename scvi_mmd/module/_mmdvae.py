@@ -8,11 +8,15 @@ from scvi.module import VAE
 from scvi.module.base import LossOutput
 from scvi.utils import unsupported_if_adata_minified
 
-from scvi_mmd._defaults import DEFAULT_KERNEL_GAMMA, DEFAULT_KERNEL_SCALES, DEFAULT_MODE
-from scvi_mmd.module._conditioning import WeightConditioning, validate_weight_range
-from scvi_mmd.module._fixed_weight import FixedWeight
-from scvi_mmd.module._penalty import MMDPenalty, validate_mmd_args
+from scvi_mmd._defaults import (
+    DEFAULT_KERNEL_GAMMA,
+    DEFAULT_KERNEL_SCALES,
+    DEFAULT_MODE,
+    DEFAULT_STRENGTH,
+)
+from scvi_mmd.module._penalty import MMDPenalty
 from scvi_mmd.module._strength import StrengthController
+from scvi_mmd.module._weight_rules import WeightRule, make_weight_rule
 
 MMD_LOSS_KEY = "mmd_loss"
 MMD_NULL_KEY = "mmd_null"
@@ -41,11 +45,9 @@ class MMDVAE(VAE):
         no ``O(1/n)`` floor); ``"normal"``: exact quadratic-time MMD^2 (biased, eq. 5; the
         original design); ``"fast"``: linear-time estimate (unbiased, Lemma 14).
     mmd_weight
-        Weight of the MMD term in the loss; ``0`` gives :class:`~scvi.module.VAE` exactly. A
-        range ``(low, high)`` trains one loss-conditional model over the whole range
-        (:class:`~scvi_mmd.module.WeightConditioning`): each training minibatch draws a weight
-        log-uniformly in the range, the encoder and decoder are conditioned on it, and the
-        loss uses it.
+        A fixed weight of the MMD term in the loss (:class:`~scvi_mmd.module.FixedWeight`);
+        ``0`` gives :class:`~scvi.module.VAE` exactly. ``None``: the weight is set during
+        training by a strength (``mmd_strength``).
     mmd_kernel_gamma
         Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
         ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch
@@ -56,9 +58,13 @@ class MMDVAE(VAE):
         ``gamma * s`` for each ``s`` (a multi-scale kernel; default ``(0.25, 0.5, 1, 2, 4)``).
         ``None``: one scale.
     mmd_pairs
-        Which batch pairs enter ``L_mmd``: ``"sequential"`` (each present batch with the next
-        present one, in code order; the original design), ``"random"`` (the same in a random
-        order of batches, drawn at each step) or ``"all"`` (every pair of present batches).
+        Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
+        estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
+        every pair of batches, weighted by its cell pairs and pooled over the minibatch (:func:`~scvi_mmd.mmd.pooled_weights`; well estimated with a
+        few cells per batch, ``O(n^2)`` whatever the number of batches); or pairs of batches:
+        ``"sequential"`` (each present batch with the next present one, in code order; the
+        original design), ``"random"`` (the same in a random order of batches, drawn at each
+        step) or ``"all"`` (every pair of present batches).
     mmd_pair_reduction
         ``"mean"``: ``L_mmd`` is the mean over the pairs present, so a weight means the same
         whatever the number of batches and the pairing; ``"sum"``: the sum over pairs (the
@@ -86,12 +92,16 @@ class MMDVAE(VAE):
     mmd_guard_neighbors
         ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
     mmd_strength
-        ``None``: train at ``mmd_weight``. A number ``s`` in ``[0, 1]``: the weight is set
-        during training by a :class:`~scvi_mmd.module.StrengthController`, so that the share
-        ``s`` of the batches' latent discrepancy (measured at weight 0 in a warm-up, against
-        the permutation null) is removed; ``mmd_weight`` is then ignored. In training, the
-        loss's ``extra_metrics`` also hold ``mmd_null``, the MMD term with the batch labels
-        permuted within the minibatch (computed without gradient).
+        The correction strength ``s`` in ``[0, 1]``: the weight is set during training by a
+        :class:`~scvi_mmd.module.StrengthController` (the default, with
+        :data:`~scvi_mmd.DEFAULT_STRENGTH`, when ``mmd_weight`` is ``None``). In training, the
+        loss's ``extra_metrics`` then also hold ``mmd_null``, the MMD term with the batch
+        labels permuted within the minibatch (computed without gradient).
+    mmd_clusters
+        With ``mmd_pairs="pooled"``: compare batches only within each of this many clusters of
+        the latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), so
+        that batches whose cell-type mixes differ are not pulled onto each other. ``0``: no
+        clusters.
     mmd_ddp_gather
         Under distributed data parallel training (several processes), gather the latent codes
         of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
@@ -124,10 +134,10 @@ class MMDVAE(VAE):
         n_input: int,
         n_batch: int = 0,
         mmd_mode: str = DEFAULT_MODE,
-        mmd_weight: float = 1.0,
+        mmd_weight: float | None = None,
         mmd_kernel_gamma: float | str = DEFAULT_KERNEL_GAMMA,
         mmd_kernel_scales: list[float] | None = DEFAULT_KERNEL_SCALES,
-        mmd_pairs: str = "sequential",
+        mmd_pairs: str | None = None,
         mmd_conditional: bool = False,
         mmd_unlabeled_code: int | None = None,
         mmd_ddp_gather: bool = False,
@@ -137,32 +147,23 @@ class MMDVAE(VAE):
         mmd_guard: bool | None = None,
         mmd_guard_neighbors: int = 3,
         mmd_strength: float | None = None,
+        mmd_clusters: int = 0,
         **kwargs,
     ):
-        validate_mmd_args(mmd_mode, mmd_weight, mmd_kernel_gamma, mmd_kernel_scales, mmd_pairs,
-                          mmd_reference_size, mmd_pair_reduction, mmd_latent, mmd_guard,
-                          mmd_conditional, mmd_guard_neighbors, mmd_strength)
+        size = mmd_reference_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"`mmd_reference_size` must be an integer >= 0, got {size!r}.")
+        weight_rule = make_weight_rule(mmd_weight, mmd_strength, DEFAULT_STRENGTH)
         super().__init__(n_input=n_input, n_batch=n_batch, **kwargs)
         self.penalty = MMDPenalty(
             self.n_batch, self.n_labels, mode=mmd_mode, kernel_gamma=mmd_kernel_gamma,
             kernel_scales=mmd_kernel_scales, pairs=mmd_pairs, pair_reduction=mmd_pair_reduction,
             latent=mmd_latent, conditional=mmd_conditional, unlabeled_code=mmd_unlabeled_code,
             guard=mmd_guard, guard_neighbors=mmd_guard_neighbors, ddp_gather=mmd_ddp_gather,
+            clusters=mmd_clusters, n_latent=self.n_latent,
         )
-        # the weight: fixed, loss-conditional over a range, or set by a strength controller
-        self.weight_conditioning = self.strength = None
-        if isinstance(mmd_weight, tuple | list):
-            self.mmd_weight = validate_weight_range(mmd_weight)
-            self.weight_conditioning = WeightConditioning(
-                *self.mmd_weight, n_hidden=kwargs.get("n_hidden", 128)
-            )
-            self.weight_conditioning.attach(self)
-        else:
-            self.mmd_weight = float(mmd_weight)
-        if mmd_strength is not None:
-            self.strength = StrengthController(mmd_strength)
-        self._fixed_weight = None if isinstance(mmd_weight, tuple | list) else FixedWeight(
-            mmd_weight)
+        #: What sets the weight: a fixed weight or the strength controller.
+        self.weight_rule: WeightRule = weight_rule
         self.mmd_reference_size = int(mmd_reference_size)
         if self.mmd_reference_size:
             # filled by SCVIMMD.set_reference_sample; saved and loaded with the state dict
@@ -171,16 +172,14 @@ class MMDVAE(VAE):
             self.register_buffer("mmd_reference_n_batch", torch.zeros((), dtype=torch.long))
 
     @property
-    def weight_rule(self):
-        """The rule that gives the loss its weight: the strength controller, the weight
-        conditioning or the fixed weight (see :mod:`scvi_mmd.module._fixed_weight`)."""
-        return self.strength or self.weight_conditioning or self._fixed_weight
+    def strength(self) -> StrengthController | None:
+        """The strength controller, or ``None`` for a fixed weight."""
+        rule = self.weight_rule
+        return rule if isinstance(rule, StrengthController) else None
 
     @property
-    def current_mmd_weight(self) -> float:
-        """The weight the loss uses when none is passed: the weight rule's current weight (the
-        fixed weight, the conditioned weight of a loss-conditional module, or the strength
-        controller's weight)."""
+    def mmd_weight(self) -> float:
+        """The weight the loss uses when none is passed (the weight rule's current weight)."""
         return self.weight_rule.current_weight
 
     def mmd_codes(self, inference_outputs: dict) -> torch.Tensor:
@@ -265,20 +264,19 @@ class MMDVAE(VAE):
         kl_weight
             Weight of the KL divergence of ``z``.
         mmd_weight
-            Weight of the MMD term; defaults to :attr:`current_mmd_weight`.
+            Weight of the MMD term (the training plan passes it); defaults to
+            :attr:`mmd_weight`.
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
-            mmd_weight = self.current_mmd_weight
+            mmd_weight = self.mmd_weight
         codes = self.mmd_codes(inference_outputs)
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         mmd = self.mmd_loss(codes, batch_index, labels)
-        if self.training and getattr(self.weight_rule, "listening", False):
+        if self.training and self.weight_rule.listening:
             elbo_output.extra_metrics[MMD_NULL_KEY] = self.mmd_null_loss(codes, batch_index,
                                                                           labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
-        if self.weight_conditioning is not None:
-            elbo_output.loss = elbo_output.loss * self.weight_conditioning.loss_scale(mmd_weight)
         elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
         return elbo_output

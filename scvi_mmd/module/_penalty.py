@@ -15,125 +15,35 @@ import math
 import numbers
 
 import torch
-from scvi.module._constants import MODULE_KEYS
 from torch import nn
 
-from scvi_mmd.mmd import PAIRINGS, grouped_mmd, grouped_mmd_conditional, median_heuristic_gamma
-from scvi_mmd.module._conditioning import validate_weight_range
+from scvi_mmd._compat import QZ_KEY, Z_KEY
+from scvi_mmd.mmd import (
+    PAIRINGS,
+    grouped_mmd,
+    grouped_mmd_conditional,
+    median_heuristic_gamma,
+    pooled_weights,
+    weighted_kernel_sum,
+)
+from scvi_mmd.mmd._kernels import _neg_sq_distances
+from scvi_mmd.module._clusters import OnlineKMeans
 from scvi_mmd.module._guard import MutualNeighbourGuard, validate_guard_neighbors
-from scvi_mmd.module._strength import validate_strength
 
+#: The choices of each setting, defined once (the command line reads them from here).
 MMD_MODES = ("normal", "unbiased", "fast")
+MMD_PAIRS = (*PAIRINGS, "pooled")
 PAIR_REDUCTIONS = ("mean", "sum")
 MMD_LATENTS = ("mean", "sample")
-MMD_LOSS_KEY = "mmd_loss"
-MMD_NULL_KEY = "mmd_null"
 
 
 def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float)
 
 
-def validate_mmd_args(
-    mmd_mode: str,
-    mmd_weight: float,
-    mmd_kernel_gamma: float | str,
-    mmd_kernel_scales=None,
-    mmd_pairs: str = "sequential",
-    mmd_reference_size: int = 0,
-    mmd_pair_reduction: str = "mean",
-    mmd_latent: str = "mean",
-    mmd_guard: bool | None = None,
-    mmd_conditional: bool = False,
-    mmd_guard_neighbors: int = 3,
-    mmd_strength: float | None = None,
-) -> None:
-    """Raise a :class:`ValueError` for an MMD setting that cannot be trained with.
-
-    Parameters
-    ----------
-    mmd_mode
-        One of ``"normal"``, ``"unbiased"`` or ``"fast"``.
-    mmd_weight
-        Finite, ``>= 0``; or a range ``(low, high)`` with ``0 < low < high``.
-    mmd_kernel_gamma
-        Finite, ``> 0``, or ``"median"``.
-    mmd_kernel_scales
-        ``None`` or a non-empty sequence of finite numbers ``> 0``.
-    mmd_pairs
-        One of ``"sequential"``, ``"random"``, ``"all"``.
-    mmd_reference_size
-        An integer ``>= 0``.
-    mmd_pair_reduction
-        ``"mean"`` or ``"sum"``.
-    mmd_latent
-        ``"mean"`` or ``"sample"``.
-    mmd_guard
-        ``None``, ``True`` or ``False``; ``True`` needs an exact estimator and no
-        ``mmd_conditional``.
-    mmd_conditional
-        Whether the label-aware MMD is used.
-    mmd_guard_neighbors
-        An integer ``>= 1`` (checked whether or not the guard is on).
-    mmd_strength
-        ``None`` or a number in ``[0, 1]``; not with a weight range.
-    """
-    validate_guard_neighbors(mmd_guard_neighbors)
-    if mmd_strength is not None:
-        validate_strength(mmd_strength)
-        if isinstance(mmd_weight, tuple | list):
-            raise ValueError("`mmd_strength` sets the weight during training: it cannot be "
-                             "combined with a weight range.")
-    if mmd_guard is not None and not isinstance(mmd_guard, bool):
-        raise ValueError(f"`mmd_guard` must be True, False or None, got {mmd_guard!r}.")
-    if mmd_guard and mmd_mode == "fast":
-        raise ValueError("`mmd_guard=True` needs an exact estimator (`mmd_mode` 'normal' or "
-                         "'unbiased'): the guard's matches need the n x n distances that the "
-                         "fast estimator avoids.")
-    if mmd_guard and mmd_conditional:
-        raise ValueError("`mmd_guard=True` and `mmd_conditional=True` exclude each other: with "
-                         "labels, the label-aware MMD already compares like with like.")
-    if mmd_latent not in MMD_LATENTS:
-        raise ValueError(f"`mmd_latent` must be one of {MMD_LATENTS}, got {mmd_latent!r}.")
-    if mmd_pair_reduction not in PAIR_REDUCTIONS:
-        raise ValueError(
-            f"`mmd_pair_reduction` must be one of {PAIR_REDUCTIONS}, got {mmd_pair_reduction!r}."
-        )
-    if mmd_pairs not in PAIRINGS:
-        raise ValueError(f"`mmd_pairs` must be one of {tuple(PAIRINGS)}, got {mmd_pairs!r}.")
-    if mmd_kernel_scales is not None:
-        scales = list(mmd_kernel_scales) if isinstance(mmd_kernel_scales, list | tuple) else None
-        if not scales or not all(
-            _is_number(s) and math.isfinite(s) and s > 0 for s in scales
-        ):
-            raise ValueError(
-                "`mmd_kernel_scales` must be None or a non-empty list of finite numbers > 0, "
-                f"got {mmd_kernel_scales!r}."
-            )
-    size = mmd_reference_size
-    if (isinstance(size, bool) or not isinstance(size, numbers.Real) or not math.isfinite(size)
-            or size != int(size) or size < 0):
-        raise ValueError(
-            f"`mmd_reference_size` must be an integer >= 0, got {mmd_reference_size!r}."
-        )
-    if mmd_mode not in MMD_MODES:
-        raise ValueError(f"`mmd_mode` must be one of {MMD_MODES}, got {mmd_mode!r}.")
-    if isinstance(mmd_weight, tuple | list):
-        validate_weight_range(mmd_weight)
-    elif not _is_number(mmd_weight):
-        raise ValueError(
-            f"`mmd_weight` must be a number or a range (low, high), got {mmd_weight!r}."
-        )
-    elif not math.isfinite(mmd_weight) or mmd_weight < 0:
-        raise ValueError(f"`mmd_weight` must be finite and >= 0, got {mmd_weight!r}.")
-    if mmd_kernel_gamma == "median":
-        return
-    if not _is_number(mmd_kernel_gamma):
-        raise ValueError(
-            f"`mmd_kernel_gamma` must be a number or 'median', got {mmd_kernel_gamma!r}."
-        )
-    if not math.isfinite(mmd_kernel_gamma) or mmd_kernel_gamma <= 0:
-        raise ValueError(f"`mmd_kernel_gamma` must be finite and > 0, got {mmd_kernel_gamma!r}.")
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
 
 
 def _world_size() -> int:
@@ -164,7 +74,8 @@ def _gather_padded(z: torch.Tensor, codes: torch.Tensor, pad_code: int):
 
 class MMDPenalty(nn.Module):
     """The batch MMD term ``L_mmd`` of a minibatch (see :class:`~scvi_mmd.module.MMDVAE` for
-    the meaning of each setting; they are checked by :func:`validate_mmd_args`).
+    the meaning of each setting). Each setting is checked here, once: a bad one is a
+    :class:`ValueError` before any training.
 
     Parameters
     ----------
@@ -189,7 +100,7 @@ class MMDPenalty(nn.Module):
         mode: str = "unbiased",
         kernel_gamma: float | str = "median",
         kernel_scales=None,
-        pairs: str = "sequential",
+        pairs: str | None = None,
         pair_reduction: str = "mean",
         latent: str = "mean",
         conditional: bool = False,
@@ -197,8 +108,43 @@ class MMDPenalty(nn.Module):
         guard: bool | None = None,
         guard_neighbors: int = 3,
         ddp_gather: bool = False,
+        clusters: int = 0,
+        n_latent: int = 10,
     ):
         super().__init__()
+        _check_choice("mmd_mode", mode, MMD_MODES)
+        if pairs is None:  # pooled where it applies: an exact estimator, no labels
+            pairs = "pooled" if mode != "fast" and not conditional else "sequential"
+        _check_choice("mmd_pairs", pairs, MMD_PAIRS)
+        _check_choice("mmd_pair_reduction", pair_reduction, PAIR_REDUCTIONS)
+        _check_choice("mmd_latent", latent, MMD_LATENTS)
+        if kernel_gamma != "median" and not (
+                _is_number(kernel_gamma) and math.isfinite(kernel_gamma) and kernel_gamma > 0):
+            raise ValueError("`mmd_kernel_gamma` must be a finite number > 0 or 'median', got "
+                             f"{kernel_gamma!r}.")
+        if kernel_scales is not None and not (
+                isinstance(kernel_scales, list | tuple) and kernel_scales
+                and all(_is_number(v) and math.isfinite(v) and v > 0 for v in kernel_scales)):
+            raise ValueError("`mmd_kernel_scales` must be None or a non-empty list of finite "
+                             f"numbers > 0, got {kernel_scales!r}.")
+        if not isinstance(conditional, bool):
+            raise ValueError(f"`mmd_conditional` must be True or False, got {conditional!r}.")
+        if guard is not None and not isinstance(guard, bool):
+            raise ValueError(f"`mmd_guard` must be True, False or None, got {guard!r}.")
+        if guard and mode == "fast":
+            raise ValueError("`mmd_guard=True` needs an exact estimator (`mmd_mode` 'normal' or "
+                             "'unbiased'): the guard's matches need the n x n distances that "
+                             "the fast estimator avoids.")
+        if guard and conditional:
+            raise ValueError("`mmd_guard=True` and `mmd_conditional=True` exclude each other: "
+                             "with labels, the label-aware MMD already compares like with like.")
+        if pairs == "pooled" and (mode == "fast" or conditional):
+            raise ValueError("`mmd_pairs='pooled'` needs an exact estimator and no "
+                             "`mmd_conditional`.")
+        if clusters and pairs != "pooled":
+            raise ValueError("`mmd_clusters` compares batches within clusters of the pooled "
+                             "MMD: it needs `mmd_pairs='pooled'`.")
+        validate_guard_neighbors(guard_neighbors)
         self.n_batch, self.n_labels = n_batch, n_labels
         self.mode, self.pairs, self.latent = mode, pairs, latent
         self.pair_reduction = pair_reduction
@@ -219,13 +165,16 @@ class MMDPenalty(nn.Module):
         # neg_sq)`` gives each cell's (n, n_groups) weights in the pairs (the guard's matches)
         self.selector = MutualNeighbourGuard(guard_neighbors) if guard else None
         self.ddp_gather = bool(ddp_gather)
+        # label-free strata of the pooled MMD: clusters of the latent space, learnt in training
+        self.clusters = OnlineKMeans(clusters, n_latent) if clusters else None
         self._null_generator = None
+        self._frozen = False  # True while the null is computed: the clusters do not learn
 
     def codes(self, inference_outputs: dict) -> torch.Tensor:
         """The latent codes the MMD compares: posterior means or samples (``latent``)."""
         if self.latent == "mean":
-            return inference_outputs[MODULE_KEYS.QZ_KEY].loc
-        return inference_outputs[MODULE_KEYS.Z_KEY]
+            return inference_outputs[QZ_KEY].loc
+        return inference_outputs[Z_KEY]
 
     def gamma(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> float | torch.Tensor:
         """Kernel inverse bandwidth(s) for codes ``z``: a number, or ``(..., G)``.
@@ -251,6 +200,8 @@ class MMDPenalty(nn.Module):
             return z.new_zeros(())
         if self.ddp_gather and _world_size() > 1 and not self.conditional:
             z, batch_index = _gather_padded(z, batch_index.reshape(-1), pad_code=self.n_batch)
+            if self.pairs == "pooled":
+                return self.pooled(z, batch_index, padding=batch_index == self.n_batch)
             block = torch.zeros(self.n_batch + 1, dtype=torch.long, device=z.device)
             block[-1] = -1  # padding rows form a group that is never paired
             return grouped_mmd(
@@ -267,11 +218,37 @@ class MMDPenalty(nn.Module):
                 pairing=self.pairs,
                 reduction="mean" if self.pair_reduction == "mean" else "label_mean",
             ).mean()
+        if self.pairs == "pooled":
+            return self.pooled(z, batch_index)
         value = grouped_mmd(
             z, batch_index, self.n_batch, mode=self.mode, gamma=self.gamma(z),
             partners=None if self.pairs == "sequential" else self.pairs,
             reduction=self.pair_reduction, keep=self._guard_keep(z, batch_index, self.n_batch),
         )
+        return value if value.dim() == 0 else value.mean()
+
+    def pooled(self, z: torch.Tensor, batch_index: torch.Tensor,
+               padding: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled MMD (:func:`~scvi_mmd.mmd.pooled_weights`), with the guard's unmatched
+        cells (no mutual neighbour in any other batch) and ``padding`` cells left out, within
+        the clusters of the latent space if there are any."""
+        groups = batch_index.reshape(-1).long()
+        neg_sq = _neg_sq_distances(z)
+        ignore = padding
+        if self.selector is not None:
+            unmatched = ~self.selector.keep_pooled(groups, neg_sq)
+            ignore = unmatched if ignore is None else ignore | unmatched
+        strata = None
+        if self.clusters is not None:
+            codes = z.detach() if z.dim() == 2 else z.detach()[0]
+            if self.training and not self._frozen:
+                self.clusters.update(codes)
+            strata = self.clusters.assign(codes)
+        weights = pooled_weights(groups, strata=strata, ignore=ignore, dtype=z.dtype,
+                                 unbiased=self.mode == "unbiased")
+        # with strata the bandwidth follows the distances within them
+        value = weighted_kernel_sum(z, weights, self.gamma(z, strata), neg_sq=neg_sq,
+                                    symmetric=True)
         return value if value.dim() == 0 else value.mean()
 
     @torch.no_grad()
@@ -290,7 +267,11 @@ class MMDPenalty(nn.Module):
 
             self._null_generator = torch.Generator().manual_seed(settings.seed or 0)
         order = torch.randperm(batch_index.shape[0], generator=self._null_generator)
-        return self(z.detach(), batch_index[order.to(batch_index.device)], labels)
+        self._frozen = True
+        try:
+            return self(z.detach(), batch_index[order.to(batch_index.device)], labels)
+        finally:
+            self._frozen = False
 
     def between(self, z: torch.Tensor, groups: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
         """MMD^2 between groups 0 and 1 of ``z`` (group 2 never paired): the reference term."""

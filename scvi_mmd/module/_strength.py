@@ -35,7 +35,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
+from scvi_mmd.module._weight_rules import WeightRule
 
 PHASES = ("warmup", "control", "nothing_to_correct")
 
@@ -48,7 +49,7 @@ def validate_strength(value) -> float:
     return float(value)
 
 
-class StrengthController(nn.Module):
+class StrengthController(WeightRule):
     """Sets the MMD weight during training so that a share ``strength`` of the discrepancy goes.
 
     The state that describes the result (baseline, target, phase, weight) is kept in buffers,

@@ -1,4 +1,5 @@
-"""Training plan that ramps the MMD weight and logs the MMD term per epoch."""
+"""Training plan that owns the MMD weight (asks the weight rule each step) and logs the MMD
+term per epoch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import warnings
 import torch
 from scvi import settings
 from scvi.train import TrainingPlan
-from scvi.train._trainingplans import _compute_kl_weight
 
 from scvi_mmd.module._mmdvae import MMD_LOSS_KEY, MMD_NULL_KEY
 
@@ -21,18 +21,16 @@ class MMDTrainingPlan(TrainingPlan):
     records it in :attr:`~scvi.model.base.BaseModelClass.history` as ``mmd_loss_train`` and
     ``mmd_loss_validation``: per epoch, the mean over cells (each minibatch weighted by its
     number of cells, as scvi-tools does for its extra metrics). The sums are kept on the device
-    and logged once per epoch, so the MMD adds no per-step logging cost. The plan also offers a
-    linear warm-up of the MMD weight, from 0 to the module's ``mmd_weight``, in the style of
-    the KL warm-up, and logs the weight in effect (mean over the epoch's steps) as
-    ``mmd_weight_train``. For a loss-conditional module (``mmd_weight=(low, high)``), each
-    training and validation minibatch draws its weight from the module's
-    :class:`~scvi_mmd.module.WeightConditioning` (the warm-up then scales the loss's weight,
-    not the weight the networks are conditioned on). For a module with a strength
-    (``mmd_strength``), the weight of each step comes from its
-    :class:`~scvi_mmd.module.StrengthController`, which this plan starts at the beginning of
-    training and feeds each training step's discrepancy ``mmd_loss - mmd_null`` (averaged over
-    processes under DDP); the epoch mean of the discrepancy is logged as
-    ``mmd_discrepancy_train``.
+    and logged once per epoch, so the MMD adds no per-step logging cost.
+
+    The plan owns the weight: before each training step it asks the module's weight rule
+    (:class:`~scvi_mmd.module.FixedWeight` or :class:`~scvi_mmd.module.StrengthController`)
+    for :attr:`mmd_weight` and passes it to the loss; it starts the rule when training starts
+    and, while the rule listens, gives it each training step's MMD term and permutation null
+    (averaged over processes under DDP). The weight in effect is logged as
+    ``mmd_weight_train`` (mean over the epoch's steps) and the controller's discrepancy
+    ``mmd_loss - mmd_null`` as ``mmd_discrepancy_train``. An optional linear ramp of a fixed
+    weight (``n_epochs_mmd_warmup``) scales the weight from 0, in the style of the KL warm-up.
 
     Parameters
     ----------
@@ -79,25 +77,22 @@ class MMDTrainingPlan(TrainingPlan):
 
     @property
     def mmd_warmup_scale(self) -> float:
-        """Factor in ``[0, 1]`` of the MMD warm-up at the current epoch or step."""
-        return float(_compute_kl_weight(
-            self.current_epoch,
-            self.global_step,
-            self.n_epochs_mmd_warmup,
-            self.n_steps_mmd_warmup,
-        ))
+        """Factor in ``[0, 1]`` of the linear MMD ramp at the current epoch or step."""
+        if self.n_epochs_mmd_warmup:
+            return min(1.0, self.current_epoch / self.n_epochs_mmd_warmup)
+        if self.n_steps_mmd_warmup:
+            return min(1.0, self.global_step / self.n_steps_mmd_warmup)
+        return 1.0
 
     @property
     def mmd_weight(self) -> float:
-        """MMD weight in effect at the current epoch or step."""
-        return self.mmd_warmup_scale * self.module.current_mmd_weight
+        """MMD weight in effect at the current epoch or step: the weight rule's, ramped."""
+        return self.mmd_warmup_scale * self.module.weight_rule.current_weight
 
     def on_train_start(self):
         """Start the strength controller (if any) for this training's number of steps."""
         super().on_train_start()
-        start = getattr(self.module.weight_rule, "start", None)
-        if start is not None:
-            start(self.trainer.estimated_stepping_batches)
+        self.module.weight_rule.start(self.trainer.estimated_stepping_batches)
 
     def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
         values = torch.stack([mmd.detach(), null.detach()]).float()
@@ -110,29 +105,21 @@ class MMDTrainingPlan(TrainingPlan):
         self._discrepancy_sum += mmd_value - null_value
         self._discrepancy_steps += 1
 
-    def _draw_weight(self) -> float:
-        """For a loss-conditional module, draw this minibatch's weight and condition on it."""
-        conditioning = self.module.weight_conditioning
-        if conditioning is not None:
-            conditioning.current_weight = conditioning.sample()
-        return self.mmd_weight
-
     def training_step(self, batch, batch_idx):
-        """Training step with the MMD weight of the current epoch or step (or a drawn one)."""
-        weight = self._draw_weight()
+        """Training step with the weight rule's weight (ramped, if a ramp is set)."""
+        weight = self.mmd_weight
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
         return super().training_step(batch, batch_idx)
 
     def validation_step(self, batch, batch_idx):
-        """Validation step with the MMD weight of the current epoch or step (or a drawn one)."""
-        self.loss_kwargs[MMD_WEIGHT_KEY] = self._draw_weight()
+        """Validation step with the weight of the current step."""
+        self.loss_kwargs[MMD_WEIGHT_KEY] = self.mmd_weight
         return super().validation_step(batch, batch_idx)
 
     def on_train_end(self):
-        """Leave a loss-conditional module at its default weight after training; warn when a
-        strength controller never left its warm-up."""
+        """Warn when a strength controller never left its warm-up."""
         super().on_train_end()
         strength = self.module.strength
         if strength is not None and strength.phase_name == "warmup":
@@ -143,9 +130,6 @@ class MMDTrainingPlan(TrainingPlan):
                 UserWarning,
                 stacklevel=settings.warnings_stacklevel,
             )
-        conditioning = self.module.weight_conditioning
-        if conditioning is not None:
-            conditioning.current_weight = conditioning.default_weight
 
     @torch.inference_mode()
     def compute_and_log_metrics(self, loss_output, metrics, mode):

@@ -1,0 +1,174 @@
+"""Atlas-shaped data: many batches, and batches whose cell-type mixes differ.
+
+Usage::
+
+    python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 batches over the same cells
+    python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
+    python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
+    python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Mono 5x more in STIM, B in
+                                                       # CTRL only (../shared/data)
+
+Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
+(``SCVIMMD(adata)``), the previous default (``mmd_pairs="sequential"``), fixed weights
+(``--fixed``, pooled) and, on real data, Harmony. Per embedding: kNN batch mixing (15
+neighbours), the purity of *every* cell type, the controller's phase and weight, fit seconds;
+for ``null``, the share of 15 neighbours kept from the SCVI fit (beside a second SCVI seed).
+Rows go to ``benchmarks/results/atlas/{experiment}.csv`` as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type  # noqa: E402
+
+OUT = RESULTS / "atlas"
+
+
+def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = 6000):
+    from scvi_mmd.data import simulate_batches
+
+    proportions = None
+    if mixes:  # each batch its own mix; types 6 and 7 only in the first half of the batches
+        rng = np.random.default_rng(100 + seed)
+        proportions = rng.dirichlet(np.full(8, 0.7), n_batches)
+        proportions[n_batches // 2:, 6:] = 0
+    adata = simulate_batches(n_cells=n_cells, n_genes=1000, n_batches=n_batches,
+                             n_cell_types=8, batch_effect=0.3, type_effect=1.5,
+                             type_proportions=proportions, seed=seed)
+    return adata
+
+
+def kang_shifted(seed: int):
+    import anndata
+    import scanpy as sc
+
+    adata = anndata.read_h5ad(KANG)
+    rng = np.random.default_rng(seed)
+    ctype, batch = adata.obs["cell_type"].astype(str), adata.obs["batch"].astype(str)
+    keep = np.ones(adata.n_obs, bool)
+    mono_ctrl = np.flatnonzero((ctype == "CD14+ Mono").to_numpy() & (batch == "CTRL").to_numpy())
+    keep[rng.choice(mono_ctrl, int(len(mono_ctrl) * 0.8), replace=False)] = False
+    keep[((ctype == "B") & (batch == "STIM")).to_numpy()] = False
+    adata = adata[keep].copy()
+    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
+                                batch_key="batch", subset=True)
+    return adata
+
+
+def harmony(adata, seed):
+    """Harmony on the unintegrated PCA (``obsm["X_pca"]``, made by ``fit_pca``)."""
+    from scvi_mmd.cli.benchmark import fit_harmony
+
+    fit_harmony(adata, "batch", "X_harmony", seed)
+    return adata.obsm["X_harmony"]
+
+
+def evaluate(rows, experiment, data_name, seed, method, latent, adata, model=None, seconds=0.0,
+             reference=None):
+    from scvi_mmd.metrics import batch_mixing
+
+    key = "X_" + "".join(c if c.isalnum() else "_" for c in method)
+    adata.obsm[key] = np.asarray(latent, dtype=np.float32)
+    row = {"experiment": experiment, "data": data_name, "seed": seed, "method": method,
+           "embedding": key, "n_batches": int(adata.obs["batch"].nunique()),
+           "knn_batch_mixing": batch_mixing(latent, adata.obs["batch"].to_numpy(), 15),
+           "fit_seconds": seconds}
+    if "cell_type" in adata.obs:
+        for t, v in purity_by_type(latent, adata.obs["cell_type"]).items():
+            row[f"purity_{t}"] = v
+    if reference is not None:
+        row["kept_neighbours"] = kept_neighbours(latent, reference)
+    state = None if model is None else model.mmd_strength_state
+    if state is not None:
+        row.update(phase=state["phase"], D0=state["baseline"], D0_se=state["baseline_se"],
+                   nu=state["null_noise"], final_weight=state["weight"],
+                   max_weight=float(np.max(np.asarray(model.history["mmd_weight_train"]))))
+    rows.append(row)
+    short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+             if not k.startswith("purity_")}
+    print(short, flush=True)
+
+
+#: the configurations compared (``--configs``): the default and the designs measured against it
+CONFIGS = {
+    "default": {},
+    "previous default (sequential)": {"mmd_pairs": "sequential"},
+    "pooled": {"mmd_pairs": "pooled", "mmd_clusters": 0},
+    "pooled + 8 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 8},
+    "pooled + 16 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 16},
+    "pooled + 32 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 32},
+}
+
+
+def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False):
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = []
+    path = OUT / f"{experiment}{tag}.csv"
+    for seed in seeds:
+        if experiment == "batches":
+            sets = [(f"sim_B{b}", simulate(b, seed)) for b in (4, 16, 64, 256)]
+        elif experiment == "mixes":
+            sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in (8, 32)]
+        elif experiment == "null":
+            one = simulate(1, seed, n_cells=6000)
+            sets = []
+            for b in (16, 64):
+                split = one.copy()
+                split.obs["batch"] = pd.Categorical(
+                    np.random.default_rng(seed).integers(0, b, split.n_obs).astype(str))
+                sets.append((f"null_B{b}", split))
+        else:
+            sets = [("kang_shifted", kang_shifted(seed))]
+        for name, adata in sets:
+            from scvi_mmd.cli.benchmark import fit_pca, score_rows, select_genes
+
+            first = len(rows)
+            adata = select_genes(adata, "batch", n_top_genes=0)  # the lognorm layer, for PCA
+            fit_pca(adata)
+            scvi_model, sec = fit(adata, "batch", seed, epochs, mmd_weight=0.0)
+            ref = scvi_model.get_latent_representation()
+            evaluate(rows, experiment, name, seed, "SCVI", ref, adata, None, sec,
+                     ref if experiment == "null" else None)
+            if experiment == "null":
+                second, sec = fit(adata, "batch", seed + 100, epochs, mmd_weight=0.0)
+                evaluate(rows, experiment, name, seed, "SCVI, second seed",
+                         second.get_latent_representation(), adata, None, sec, ref)
+            configs = {name: CONFIGS[name] for name in config_names}
+            if experiment != "null":
+                configs.update({f"fixed {w:g}": {"mmd_weight": w} for w in fixed})
+            for method, kwargs in configs.items():
+                model, sec = fit(adata, "batch", seed, epochs, **kwargs)
+                evaluate(rows, experiment, name, seed, method,
+                         model.get_latent_representation(), adata, model, sec,
+                         ref if experiment == "null" else None)
+                pd.DataFrame(rows).to_csv(path, index=False)
+            if name.startswith("kang") or scib:
+                evaluate(rows, experiment, name, seed, "Harmony", harmony(adata, seed), adata)
+            if scib and experiment != "null":  # one Benchmarker call per data set and seed
+                score_rows(adata, "batch", "cell_type", rows[first:])
+            pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", choices=["batches", "null", "mixes", "kang_shifted"])
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")
+    parser.add_argument("--configs", default="default",
+                        help="comma-separated names of " + ", ".join(CONFIGS))
+    parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--scib", action="store_true",
+                        help="also Harmony and scib-metrics (one Benchmarker call per data set)")
+    args = parser.parse_args()
+    run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
+        [float(w) for w in args.fixed.split(",") if w], args.configs.split(","), args.tag,
+        args.scib)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Helpers the benchmark scripts share: data, fits and label-based scores.
+
+Everything here calls the public API of scvi_mmd (``SCVIMMD``, ``scvi_mmd.data``,
+``scvi_mmd.metrics``) and the sweep's fitting helpers (``scvi_mmd.cli.benchmark``: PCA,
+Harmony, Scanorama, scib-metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+warnings.filterwarnings("ignore")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.getLogger("scvi").setLevel(logging.ERROR)
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+KANG = ROOT.parent.parent / "shared" / "data" / "kang_pbmc_ifnb.h5ad"
+
+
+def fit(adata, batch_key: str, seed: int, epochs: int, batch_size: int = 128, **kwargs):
+    """A trained ``SCVIMMD(adata, **kwargs)`` on a copy of ``adata``, and its fit seconds."""
+    import scvi
+
+    from scvi_mmd import SCVIMMD
+
+    scvi.settings.seed = seed
+    data = adata.copy()
+    SCVIMMD.setup_anndata(data, batch_key=batch_key)
+    model = SCVIMMD(data, **kwargs)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False,
+                check_val_every_n_epoch=epochs)
+    return model, time.perf_counter() - start
+
+
+def knn(latent: np.ndarray, k: int = 15) -> np.ndarray:
+    """Indices of each cell's ``k`` nearest other cells."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(latent)
+    return nn.kneighbors(latent, return_distance=False)[:, 1:]
+
+
+def purity_by_type(latent: np.ndarray, labels, k: int = 15) -> dict[str, float]:
+    """For every cell type, the mean share of its cells' ``k`` neighbours of the same type."""
+    labels = np.asarray(labels).astype(str)
+    same = labels[knn(latent, k)] == labels[:, None]
+    return {t: float(same[labels == t].mean()) for t in np.unique(labels)}
+
+
+def kept_neighbours(latent: np.ndarray, reference: np.ndarray, k: int = 15) -> float:
+    """Mean share of each cell's ``k`` neighbours in ``reference`` kept in ``latent``."""
+    a, b = knn(latent, k), knn(reference, k)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table (no tabulate dependency)."""
+    cells = [[str(c) for c in frame.columns]] + [
+        [f"{v:g}" if isinstance(v, float) else str(v) for v in row] for row in frame.to_numpy()
+    ]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+    return "\n".join(lines)
+
+
+#: epochs of the small benchmark data sets (the command line trains longer; see docs)
+EPOCHS = {"kang": 100, "sim": 60, "hard": 60, "null": 100}
+
+
+def load(dataset: str, seed: int):
+    """(AnnData with counts in X and a lognorm layer, batch key, labels key).
+
+    ``sim``: 3 batches, one type in one batch only; ``hard``: 4 batches, a strong gene-wise
+    batch effect, two types in two batches each; ``kang``: 2,000 HVGs of Kang et al.;
+    ``null``: Kang's STIM cells split at random into 3 batches (nothing to correct).
+    """
+    import anndata
+    import pandas as pd
+
+    from scvi_mmd.cli.benchmark import select_genes
+    from scvi_mmd.data import simulate_batches
+
+    if dataset in ("kang", "null"):
+        if not KANG.exists():
+            raise SystemExit(f"{KANG} not found")
+        adata = select_genes(anndata.read_h5ad(KANG), "batch", n_top_genes=2000)
+        if dataset == "null":
+            adata = adata[adata.obs["batch"] == "STIM"].copy()
+            adata.obs["batch"] = pd.Categorical(
+                np.random.default_rng(seed).integers(0, 3, adata.n_obs).astype(str))
+        return adata, "batch", "cell_type"
+    if dataset == "sim":
+        adata = simulate_batches(n_cells=2000, n_genes=500, n_batches=3, n_cell_types=5,
+                                 batch_effect=0.5, type_effect=1.0, type_only_in_batch={4: 0},
+                                 seed=seed)
+    elif dataset == "hard":
+        adata = simulate_batches(n_cells=2400, n_genes=500, n_batches=4, n_cell_types=6,
+                                 batch_effect=1.0, type_effect=1.0,
+                                 type_in_batches={4: [0, 1], 5: [1, 2]}, seed=seed)
+    else:
+        raise SystemExit(f"unknown data set {dataset!r}")
+    return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"

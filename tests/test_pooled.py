@@ -1,0 +1,113 @@
+"""The pooled MMD, its guard and its label-free strata, against slow references."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from scvi_mmd.mmd import gaussian_kernel, mmd_exact, mmd_unbiased, pooled_weights
+from scvi_mmd.module import OnlineKMeans
+from scvi_mmd.module._guard import mutual_neighbours_pooled
+
+
+def _slow_pooled(z, groups, gamma, unbiased=True, strata=None):
+    """sum over (stratum, batch pair) of c_k c_l MMD^2, over the sum of c_k c_l (a loop)."""
+    strata = torch.zeros_like(groups) if strata is None else strata
+    estimator = mmd_unbiased if unbiased else mmd_exact
+    num = den = 0.0
+    for s in strata.unique():
+        zs, gs = z[strata == s], groups[strata == s]
+        for k, l in itertools.combinations(gs.unique().tolist(), 2):
+            a, b = zs[gs == k], zs[gs == l]
+            if unbiased and (len(a) < 2 or len(b) < 2):
+                continue
+            num += len(a) * len(b) * float(estimator(a, b, gamma))
+            den += len(a) * len(b)
+    return num / den if den else 0.0
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pooled_weights_match_the_pair_loop(unbiased, seed):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 9, (40,), generator=gen)  # some batches of 0 or 1 cell
+    strata = torch.randint(0, 3, (40,), generator=gen)
+    kernel = gaussian_kernel(z, z, 0.4)
+    for s in (None, strata):
+        weights = pooled_weights(groups, strata=s, dtype=torch.float64, unbiased=unbiased)
+        assert torch.equal(weights, weights.T)
+        assert float((kernel * weights).sum()) == pytest.approx(
+            _slow_pooled(z, groups, 0.4, unbiased, s), rel=1e-10, abs=1e-12)
+
+
+def test_two_batches_is_the_plain_u_statistic():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(25, 2, generator=gen, dtype=torch.float64)
+    groups = torch.tensor([0] * 10 + [1] * 15)
+    weights = pooled_weights(groups, dtype=torch.float64)
+    value = (gaussian_kernel(z, z, 1.0) * weights).sum()
+    assert float(value) == pytest.approx(float(mmd_unbiased(z[:10], z[10:], 1.0)))
+
+
+def test_ignored_cells_and_singletons_leave_no_trace():
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    groups = torch.tensor([0] * 10 + [1] * 10 + [2] * 9 + [3])  # batch 3: one cell
+    ignore = torch.zeros(30, dtype=torch.bool)
+    ignore[:4] = True
+    weights = pooled_weights(groups, ignore=ignore, dtype=torch.float64)
+    assert (weights[:4] == 0).all() and (weights[:, :4] == 0).all()
+    assert (weights[-1] == 0).all()  # a batch of one cell has no within-batch estimate
+    kept = ~ignore
+    kept[-1] = False
+    reference = pooled_weights(groups[kept], dtype=torch.float64)
+    assert torch.allclose(weights[kept][:, kept], reference)
+
+
+def test_pooled_weights_of_one_batch_are_zero():
+    assert (pooled_weights(torch.zeros(10, dtype=torch.long)) == 0).all()
+
+
+def test_pooled_is_zero_in_expectation_for_identical_batches():
+    gen = torch.Generator().manual_seed(5)
+    values = []
+    for _ in range(300):
+        z = torch.randn(64, 2, generator=gen, dtype=torch.float64)
+        groups = torch.randint(0, 16, (64,), generator=gen)
+        values.append(float((gaussian_kernel(z, z, 0.5) * pooled_weights(
+            groups, dtype=torch.float64)).sum()))
+    values = np.asarray(values)
+    assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))
+
+
+def test_pooled_mutual_neighbours_match_a_loop():
+    gen = torch.Generator().manual_seed(6)
+    z = torch.randn(30, 2, generator=gen)
+    groups = torch.randint(0, 4, (30,), generator=gen)
+    neg_sq = -torch.cdist(z, z).square()
+    k = 3
+    got = mutual_neighbours_pooled(groups, neg_sq, k)
+    d = torch.cdist(z, z)
+
+    def nearest(i):
+        other = [j for j in range(30) if groups[j] != groups[i]]
+        return set(sorted(other, key=lambda j: float(d[i, j]))[:k])
+
+    near = [nearest(i) for i in range(30)]
+    expected = [any(i in near[j] for j in near[i]) for i in range(30)]
+    assert got.tolist() == expected
+
+
+def test_online_kmeans_finds_separated_clusters():
+    gen = torch.Generator().manual_seed(7)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    kmeans = OnlineKMeans(3, 2)
+    for _ in range(50):
+        label = torch.randint(0, 3, (64,), generator=gen)
+        kmeans.update(centres[label] + 0.1 * torch.randn(64, 2, generator=gen))
+    found = kmeans.assign(centres)
+    assert sorted(found.tolist()) == [0, 1, 2]  # one centroid per cluster
+    with pytest.raises(ValueError, match="mmd_clusters"):
+        OnlineKMeans(0, 2)
