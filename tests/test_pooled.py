@@ -111,3 +111,20 @@ def test_online_kmeans_finds_separated_clusters():
     assert sorted(found.tolist()) == [0, 1, 2]  # one centroid per cluster
     with pytest.raises(ValueError, match="mmd_clusters"):
         OnlineKMeans(0, 2)
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_fused_null_equals_the_separate_null(guard):
+    from scvi_mmd.module import MMDPenalty
+
+    gen = torch.Generator().manual_seed(8)
+    z = torch.randn(64, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    batch = torch.randint(0, 6, (64, 1), generator=gen)
+    penalty = MMDPenalty(6, pairs="pooled", guard=guard, kernel_scales=[0.5, 1.0, 2.0])
+    penalty._null_generator = torch.Generator().manual_seed(0)
+    term, null = penalty.term_and_null(z, batch)
+    penalty._null_generator = torch.Generator().manual_seed(0)
+    assert float(null) == pytest.approx(float(penalty.null(z, batch)), rel=1e-12)
+    assert float(term) == pytest.approx(float(penalty(z, batch)), rel=1e-12)
+    term.backward()  # the term has a gradient, the null none
+    assert z.grad is not None and torch.isfinite(z.grad).all() and not null.requires_grad

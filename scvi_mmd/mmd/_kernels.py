@@ -237,15 +237,17 @@ class _WeightedKernelSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, weights, neg_sq, gammas, ladder):
+    def forward(ctx, z, weights, neg_sq, gammas, ladder, extra):
         # gradient of sum_ij W_ij k(N_ij) in N, times 4: see the closed form above
         grad_scale = 4.0 if ctx.needs_input_grad[0] else None
         n = neg_sq.shape[-2]
         rows = max(1, _BLOCK_ELEMENTS // max(neg_sq.shape[-1], 1))
-        values, grads = [], []
+        values, extras, grads = [], [], []
         for start in range(0, n, rows):  # one block up to 512 cells
             block = slice(start, start + rows)
             kernel, b = _kernel_and_grad(neg_sq[..., block, :], gammas, ladder, grad_scale)
+            if extra is not None:  # a second weighting of the same kernel (no gradient)
+                extras.append((kernel * extra[block]).sum((-1, -2)))
             w = weights[block]
             values.append(kernel.mul_(w).sum((-1, -2)))
             if grad_scale is not None:
@@ -253,17 +255,21 @@ class _WeightedKernelSum(torch.autograd.Function):
                 grads.append(torch.matmul(b, z).sub_(b.sum(-1, keepdim=True) * z[..., block, :]))
         if grads:
             ctx.save_for_backward(grads[0] if len(grads) == 1 else torch.cat(grads, dim=-2))
-        return values[0] if len(values) == 1 else torch.stack(values).sum(0)
+        value = values[0] if len(values) == 1 else torch.stack(values).sum(0)
+        second = torch.stack(extras).sum(0) if extras else torch.zeros_like(value)
+        ctx.mark_non_differentiable(second)
+        return value, second
 
     @staticmethod
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, _grad_extra):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output[..., None, None], None, None, None, None
+        return grad * grad_output[..., None, None], None, None, None, None, None
 
 
 def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike,
                         neg_sq: torch.Tensor | None = None,
-                        symmetric: bool = False) -> torch.Tensor:
+                        symmetric: bool = False,
+                        extra_weights: torch.Tensor | None = None):
     """``sum_ij W_ij k(z_i, z_j)`` with ``k`` the (multi-scale) Gaussian kernel, fused.
 
     Parameters
@@ -279,10 +285,15 @@ def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike
     symmetric
         Whether ``W`` is known to be symmetric; if not, ``(W + W^T) / 2`` is used, which
         gives the same sum (the kernel is symmetric).
+    extra_weights
+        Optional second ``(n, n)`` weighting of the same kernel, summed in the same pass
+        without gradient (e.g. the permutation null: one more multiply-add per entry instead
+        of a second kernel evaluation).
 
     Returns
     -------
-    Tensor of shape ``(...)``, equal to ``(gaussian_kernel(z, z, gamma) * W).sum((-1, -2))``.
+    Tensor of shape ``(...)``, equal to ``(gaussian_kernel(z, z, gamma) * W).sum((-1, -2))``;
+    with ``extra_weights``, a pair ``(that, the same sum with extra_weights)``.
     """
     gammas, ladder = _kernel_scales(gamma, z[..., :1])
     weights = weights.detach().to(z.dtype)
@@ -290,7 +301,11 @@ def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike
         weights = 0.5 * (weights + weights.T)
     if neg_sq is None:
         neg_sq = _neg_sq_distances(z)
-    return _WeightedKernelSum.apply(z, weights, neg_sq.detach(), gammas, ladder)
+    if extra_weights is not None:
+        extra_weights = extra_weights.detach().to(z.dtype)
+    value, extra = _WeightedKernelSum.apply(z, weights, neg_sq.detach(), gammas, ladder,
+                                            extra_weights)
+    return value if extra_weights is None else (value, extra)
 
 
 def _paired_kernel(a: torch.Tensor, b: torch.Tensor, gamma: GammaLike) -> torch.Tensor:

@@ -250,6 +250,7 @@ class MMDVAE(VAE):
         generative_outputs: dict[str, torch.Tensor],
         kl_weight: torch.Tensor | float = 1.0,
         mmd_weight: torch.Tensor | float | None = None,
+        compute_null: bool = False,
     ) -> LossOutput:
         """Negative ELBO plus ``mmd_weight * L_mmd``; ``L_mmd`` goes to ``extra_metrics``.
 
@@ -266,6 +267,9 @@ class MMDVAE(VAE):
         mmd_weight
             Weight of the MMD term (the training plan passes it); defaults to
             :attr:`mmd_weight`.
+        compute_null
+            Also compute the permutation null (``extra_metrics["mmd_null"]``, no gradient),
+            for the weight rule; the plan asks on the steps the rule needs it.
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
@@ -273,10 +277,13 @@ class MMDVAE(VAE):
         codes = self.mmd_codes(inference_outputs)
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-        mmd = self.mmd_loss(codes, batch_index, labels)
-        if self.training and self.weight_rule.listening:
-            elbo_output.extra_metrics[MMD_NULL_KEY] = self.mmd_null_loss(codes, batch_index,
-                                                                          labels)
+        if compute_null and self.n_batch >= 2:
+            mmd, null = self.penalty.term_and_null(codes, batch_index, labels)
+            if self.mmd_reference_size:
+                mmd = mmd + self.reference_mmd(codes, batch_index)
+            elbo_output.extra_metrics[MMD_NULL_KEY] = null.detach()
+        else:
+            mmd = self.mmd_loss(codes, batch_index, labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
         elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
         return elbo_output

@@ -228,28 +228,57 @@ class MMDPenalty(nn.Module):
         return value if value.dim() == 0 else value.mean()
 
     def pooled(self, z: torch.Tensor, batch_index: torch.Tensor,
-               padding: torch.Tensor | None = None) -> torch.Tensor:
+               padding: torch.Tensor | None = None, with_null: bool = False):
         """The pooled MMD (:func:`~scvi_mmd.mmd.pooled_weights`), with the guard's unmatched
         cells (no mutual neighbour in any other batch) and ``padding`` cells left out, within
-        the clusters of the latent space if there are any."""
+        the clusters of the latent space if there are any.
+
+        ``with_null``: also the same statistic with the batch labels permuted (no gradient),
+        summed in the same pass over the kernel (:meth:`null`), as a pair ``(term, null)``.
+        """
         groups = batch_index.reshape(-1).long()
         neg_sq = _neg_sq_distances(z)
-        ignore = padding
-        if self.selector is not None:
-            unmatched = ~self.selector.keep_pooled(groups, neg_sq)
-            ignore = unmatched if ignore is None else ignore | unmatched
         strata = None
         if self.clusters is not None:
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
             if self.training and not self._frozen:
                 self.clusters.update(codes)
             strata = self.clusters.assign(codes)
-        weights = pooled_weights(groups, strata=strata, ignore=ignore, dtype=z.dtype,
-                                 unbiased=self.mode == "unbiased")
+
+        def weights_for(codes):
+            ignore = padding
+            if self.selector is not None:
+                unmatched = ~self.selector.keep_pooled(codes, neg_sq)
+                ignore = unmatched if ignore is None else ignore | unmatched
+            return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
+                                  unbiased=self.mode == "unbiased")
+
+        extra = weights_for(groups[self._null_order(groups)]) if with_null else None
         # with strata the bandwidth follows the distances within them
-        value = weighted_kernel_sum(z, weights, self.gamma(z, strata), neg_sq=neg_sq,
-                                    symmetric=True)
-        return value if value.dim() == 0 else value.mean()
+        result = weighted_kernel_sum(z, weights_for(groups), self.gamma(z, strata),
+                                     neg_sq=neg_sq, symmetric=True, extra_weights=extra)
+        if with_null:
+            return tuple(v if v.dim() == 0 else v.mean() for v in result)
+        return result if result.dim() == 0 else result.mean()
+
+    def term_and_null(self, z: torch.Tensor, batch_index: torch.Tensor,
+                      labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(L_mmd, its permutation null)``: for the pooled MMD in one pass over the kernel,
+        otherwise as :meth:`forward` and :meth:`null`."""
+        if self.pairs == "pooled" and self.n_batch >= 2 and not (
+                self.ddp_gather and _world_size() > 1):
+            return self.pooled(z, batch_index, with_null=True)
+        return self(z, batch_index, labels), self.null(z, batch_index, labels)
+
+    def _null_order(self, batch_index: torch.Tensor) -> torch.Tensor:
+        """A permutation of the minibatch from the penalty's own generator (seeded with
+        ``scvi.settings.seed``), so the global random stream is the one scVI would see."""
+        if self._null_generator is None:
+            from scvi import settings
+
+            self._null_generator = torch.Generator().manual_seed(settings.seed or 0)
+        order = torch.randperm(batch_index.shape[0], generator=self._null_generator)
+        return order.to(batch_index.device)
 
     @torch.no_grad()
     def null(
@@ -262,14 +291,10 @@ class MMDPenalty(nn.Module):
         the penalty's own generator (seeded with ``scvi.settings.seed``), so the global random
         stream is the one scVI would see.
         """
-        if self._null_generator is None:
-            from scvi import settings
-
-            self._null_generator = torch.Generator().manual_seed(settings.seed or 0)
-        order = torch.randperm(batch_index.shape[0], generator=self._null_generator)
+        order = self._null_order(batch_index)
         self._frozen = True
         try:
-            return self(z.detach(), batch_index[order.to(batch_index.device)], labels)
+            return self(z.detach(), batch_index[order], labels)
         finally:
             self._frozen = False
 

@@ -3,6 +3,7 @@ term per epoch."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -74,6 +75,7 @@ class MMDTrainingPlan(TrainingPlan):
         if mode != "validation":
             self._weight_sum, self._weight_steps = 0.0, 0
             self._discrepancy_sum, self._discrepancy_steps = 0.0, 0
+            self._pending = getattr(self, "_pending", [])
 
     @property
     def mmd_warmup_scale(self) -> float:
@@ -94,20 +96,41 @@ class MMDTrainingPlan(TrainingPlan):
         super().on_train_start()
         self.module.weight_rule.start(self.trainer.estimated_stepping_batches)
 
-    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
-        values = torch.stack([mmd.detach(), null.detach()]).float()
+    #: Training steps whose MMD terms are read to the host at once (one synchronisation of a
+    #: GPU per this many steps, not one per step); the weight follows with that delay.
+    observe_every = 8
+
+    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor | None) -> None:
+        """Queue this step's MMD term and null (NaN when not computed) for the weight rule."""
+        values = torch.stack([mmd.detach().float(), mmd.new_full((), float("nan")).float()
+                              if null is None else null.detach().float()])
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values)
             values = values / dist.get_world_size()
-        mmd_value, null_value = values.tolist()
-        self.module.weight_rule.observe(mmd_value, null_value)
-        self._discrepancy_sum += mmd_value - null_value
-        self._discrepancy_steps += 1
+        self._pending.append(values)
+        if len(self._pending) >= self.observe_every:
+            self._flush_observations()
+
+    def _flush_observations(self) -> None:
+        """Give the queued steps to the weight rule, in order (one host synchronisation)."""
+        if not self._pending:
+            return
+        rows, self._pending = torch.stack(self._pending).tolist(), []
+        for mmd_value, null_value in rows:
+            rule = self.module.weight_rule
+            rule.observe(mmd_value, None if math.isnan(null_value) else null_value)
+            discrepancy = getattr(rule, "last_discrepancy", None)
+            if discrepancy is not None and math.isfinite(discrepancy):
+                self._discrepancy_sum += discrepancy
+                self._discrepancy_steps += 1
 
     def training_step(self, batch, batch_idx):
-        """Training step with the weight rule's weight (ramped, if a ramp is set)."""
+        """Training step with the weight rule's weight (ramped, if a ramp is set); the
+        permutation null is computed on the steps the rule asks for it."""
         weight = self.mmd_weight
+        rule = self.module.weight_rule
+        self.loss_kwargs["compute_null"] = rule.listening and rule.needs_null(self.global_step)
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
@@ -115,11 +138,13 @@ class MMDTrainingPlan(TrainingPlan):
 
     def validation_step(self, batch, batch_idx):
         """Validation step with the weight of the current step."""
+        self.loss_kwargs["compute_null"] = False
         self.loss_kwargs[MMD_WEIGHT_KEY] = self.mmd_weight
         return super().validation_step(batch, batch_idx)
 
     def on_train_end(self):
         """Warn when a strength controller never left its warm-up."""
+        self._flush_observations()
         super().on_train_end()
         strength = self.module.strength
         if strength is not None and strength.phase_name == "warmup":
@@ -137,7 +162,7 @@ class MMDTrainingPlan(TrainingPlan):
         extra = dict(loss_output.extra_metrics)
         mmd = extra.pop(MMD_LOSS_KEY, None)
         null = extra.pop(MMD_NULL_KEY, None)
-        if null is not None and mode == "train" and mmd is not None:
+        if mode == "train" and mmd is not None and self.module.weight_rule.listening:
             self._observe_discrepancy(mmd, null)
         if mmd is not None:
             n_obs = loss_output.n_obs_minibatch
@@ -178,6 +203,7 @@ class MMDTrainingPlan(TrainingPlan):
 
     def on_train_epoch_end(self):
         """Log ``mmd_loss_train`` and ``mmd_weight_train`` for the epoch."""
+        self._flush_observations()
         super().on_train_epoch_end()
         self._log_mmd("train")
 
