@@ -22,8 +22,7 @@ import argparse
 
 import numpy as np
 import pandas as pd
-
-from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type  # noqa: E402
+from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type
 
 OUT = RESULTS / "atlas"
 
@@ -101,22 +100,25 @@ CONFIGS = {
     "pooled + 8 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 8},
     "pooled + 16 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 16},
     "pooled + 32 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 32},
+    "pooled + 16 clusters - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 16,
+                                       "mmd_guard": False},
+    "pooled - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 0, "mmd_guard": False},
 }
 
 
-def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False):
+def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
     for seed in seeds:
         if experiment == "batches":
-            sets = [(f"sim_B{b}", simulate(b, seed)) for b in (4, 16, 64, 256)]
+            sets = [(f"sim_B{b}", simulate(b, seed)) for b in sizes or (4, 16, 64, 256)]
         elif experiment == "mixes":
-            sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in (8, 32)]
+            sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in sizes or (8, 32)]
         elif experiment == "null":
             one = simulate(1, seed, n_cells=6000)
             sets = []
-            for b in (16, 64):
+            for b in sizes or (16, 64):
                 split = one.copy()
                 split.obs["batch"] = pd.Categorical(
                     np.random.default_rng(seed).integers(0, b, split.n_obs).astype(str))
@@ -160,14 +162,15 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")
     parser.add_argument("--configs", default="default",
-                        help="comma-separated names of " + ", ".join(CONFIGS))
+                        help="';'-separated names of " + "; ".join(CONFIGS))
     parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--sizes", default="", help="numbers of batches (default: per experiment)")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
-        [float(w) for w in args.fixed.split(",") if w], args.configs.split(","), args.tag,
-        args.scib)
+        [float(w) for w in args.fixed.split(",") if w], args.configs.split(";"), args.tag,
+        args.scib, [int(b) for b in args.sizes.split(",") if b])
 
 
 if __name__ == "__main__":

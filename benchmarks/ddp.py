@@ -18,12 +18,12 @@ import warnings
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-import scvi  # noqa: E402
-import torch  # noqa: E402
+import scvi
+import torch
 
-from scvi_mmd import SCVIMMD  # noqa: E402
-from scvi_mmd.data import simulate_batches  # noqa: E402
-from scvi_mmd.metrics import batch_mixing, label_purity  # noqa: E402
+from scvi_mmd import SCVIMMD
+from scvi_mmd.data import simulate_batches
+from scvi_mmd.metrics import batch_mixing, label_purity
 
 
 def main(mode: str, epochs: int = 30, weight: float = 10.0) -> None:

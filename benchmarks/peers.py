@@ -48,20 +48,19 @@ warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("scvi").setLevel(logging.ERROR)
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scvi  # noqa: E402
+import numpy as np
+import pandas as pd
+import scvi
+from common import EPOCHS, fit, load
 
-from scvi_mmd.cli.benchmark import (  # noqa: E402
+from scvi_mmd.cli.benchmark import (
     fit_harmony,
     fit_pca,
     fit_scanorama,
     fit_scvi,
     score,
 )
-from scvi_mmd.metrics import batch_mixing, exclusive_type_report  # noqa: E402
-
-from common import EPOCHS, fit, load  # noqa: E402  (same data and fit)
+from scvi_mmd.metrics import batch_mixing, exclusive_type_report
 
 STRENGTHS = (0.25, 0.5, 0.75, 0.9, 1.0)
 

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import markdown
 
 from scvi_mmd.cli.tradeoff_plot import legend_outside, plot_tradeoff_lines
-
-from common import markdown  # noqa: E402  (benchmarks/common.py: the same pipe tables)
 
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",

@@ -21,12 +21,12 @@ import warnings
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-import numpy as np  # noqa: E402
-import scvi  # noqa: E402
+import numpy as np
+import scvi
 
-from scvi_mmd import SCVIMMD  # noqa: E402
-from scvi_mmd.data import simulate_batches  # noqa: E402
-from scvi_mmd.metrics import batch_mixing, label_purity  # noqa: E402
+from scvi_mmd import SCVIMMD
+from scvi_mmd.data import simulate_batches
+from scvi_mmd.metrics import batch_mixing, label_purity
 
 
 def main(argv=None):

@@ -34,10 +34,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
-
 import scvi
+import torch
 from scvi import REGISTRY_KEYS
+
 from scvi_mmd import SCVIMMD
 from scvi_mmd.mmd import grouped_mmd, median_heuristic_gamma
 

@@ -31,13 +31,12 @@ warnings.filterwarnings("ignore")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.getLogger("scvi").setLevel(logging.ERROR)
 
-import anndata  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scvi_mmd.cli.benchmark import fit_pca, score_rows, select_genes  # noqa: E402
-from scvi_mmd.metrics import batch_mixing, exclusive_type_report, label_purity  # noqa: E402
+import numpy as np
+import pandas as pd
+from common import EPOCHS, fit, load
 
-from common import EPOCHS, fit, load  # noqa: E402
+from scvi_mmd.cli.benchmark import fit_pca, score_rows
+from scvi_mmd.metrics import batch_mixing, exclusive_type_report, label_purity
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "strength"

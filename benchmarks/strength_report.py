@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from common import markdown  # benchmarks/common.py
 
 ROOT = Path(__file__).resolve().parent

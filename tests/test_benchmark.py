@@ -7,8 +7,8 @@ pytest.importorskip("scib_metrics", reason="needs the benchmark extra (scib-metr
 pytest.importorskip("harmonypy", reason="needs the benchmark extra (harmonypy)")
 pytest.importorskip("scanorama", reason="needs the benchmark extra (scanorama)")
 
-from scvi_mmd.cli.benchmark import run_sweep  # noqa: E402
-from scvi_mmd.data import simulate_batches  # noqa: E402
+from scvi_mmd.cli.benchmark import run_sweep
+from scvi_mmd.data import simulate_batches
 
 
 def test_sweep_writes_csv_and_plots(tmp_path):

@@ -43,7 +43,7 @@ def _loop_reference(z, groups, keep, partners, estimator):
     """Sum over pairs of the MMD^2 between the kept cells, one pair at a time."""
     total = z.new_zeros(())
     for k in range(partners.shape[0]):
-        for l in partners[k].tolist():
+        for l in partners[k].tolist():  # noqa: E741
             if l < 0:
                 continue
             x = z[(groups == k) & (keep[:, l] > 0)]

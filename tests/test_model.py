@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TRAIN_KWARGS
 
-from scvi_mmd import SCVIMMD, MMDTrainingPlan, MMDVAE
+from scvi_mmd import MMDVAE, SCVIMMD, MMDTrainingPlan
 from scvi_mmd.mmd import median_heuristic_gamma
 
 HISTORY_KEYS = ("mmd_loss_train", "mmd_loss_validation", "mmd_weight_train")
@@ -61,7 +61,8 @@ def test_weight_zero_is_exactly_scvi(synthetic, scvi_module):
     model.train(**kwargs)
 
     for key in ("train_loss", "elbo_train", "elbo_validation", "reconstruction_loss_train"):
-        np.testing.assert_array_equal(model.history[key].to_numpy(), reference.history[key].to_numpy())
+        np.testing.assert_array_equal(model.history[key].to_numpy(),
+                                      reference.history[key].to_numpy())
     # computed, but not applied (the default U-statistic can be negative: compare with 0)
     mmd = model.history["mmd_loss_train"].to_numpy(dtype=float)
     assert np.isfinite(mmd).all() and np.abs(mmd).max() > 0

@@ -18,7 +18,7 @@ def _slow_pooled(z, groups, gamma, unbiased=True, strata=None):
     num = den = 0.0
     for s in strata.unique():
         zs, gs = z[strata == s], groups[strata == s]
-        for k, l in itertools.combinations(gs.unique().tolist(), 2):
+        for k, l in itertools.combinations(gs.unique().tolist(), 2):  # noqa: E741
             a, b = zs[gs == k], zs[gs == l]
             if unbiased and (len(a) < 2 or len(b) < 2):
                 continue
@@ -52,8 +52,6 @@ def test_two_batches_is_the_plain_u_statistic():
 
 
 def test_ignored_cells_and_singletons_leave_no_trace():
-    gen = torch.Generator().manual_seed(4)
-    z = torch.randn(30, 2, generator=gen, dtype=torch.float64)
     groups = torch.tensor([0] * 10 + [1] * 10 + [2] * 9 + [3])  # batch 3: one cell
     ignore = torch.zeros(30, dtype=torch.bool)
     ignore[:4] = True

@@ -44,7 +44,8 @@ def test_baseline_target_and_a_weight_that_rises_then_falls():
 def test_weight_is_capped():
     controller = StrengthController(1.0, max_weight=50.0)
     controller.start(1000)
-    run(controller, [1.0] * controller.warmup_steps, [0.05, -0.05] * (controller.warmup_steps // 2))
+    run(controller, [1.0] * controller.warmup_steps,
+        [0.05, -0.05] * (controller.warmup_steps // 2))
     assert max(run(controller, [1.0] * 900)) == pytest.approx(50.0)
 
 
@@ -87,11 +88,13 @@ def test_default_is_the_strength_with_the_recommended_kernel(synthetic):
     assert module.mmd_mode == "unbiased" and module.mmd_kernel_gamma == "median"
     assert module.mmd_kernel_scales == [0.25, 0.5, 1.0, 2.0, 4.0]
     assert module.mmd_guard is not None and module.mmd_pairs == "pooled"
+    assert module.penalty.clusters.n_clusters == 16
     original = SCVIMMD(synthetic, mmd_weight=10.0, **ORIGINAL_DESIGN).module
     assert original.strength is None and original.mmd_weight == 10.0
     assert (original.mmd_mode, original.mmd_kernel_gamma, original.mmd_kernel_scales,
             original.mmd_pair_reduction, original.mmd_latent, original.mmd_guard) == (
         "normal", 1.0, None, "sum", "sample", None)
+    assert original.penalty.clusters is None
 
 
 def test_too_short_a_training_warns(synthetic):

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import TRAIN_KWARGS
 
 from scvi_mmd import SCVIMMD
-
-from conftest import TRAIN_KWARGS
 
 
 def _with_bad_entry(adata, value, sparse, layer=None):

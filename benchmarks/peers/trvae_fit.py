@@ -24,10 +24,10 @@ import warnings
 warnings.filterwarnings("ignore")
 logging.getLogger().setLevel(logging.ERROR)
 
-import anndata  # noqa: E402
-import numpy as np  # noqa: E402
-import scarches as sca  # noqa: E402
-import torch  # noqa: E402
+import anndata
+import numpy as np
+import scarches as sca
+import torch
 
 
 def main(argv=None):

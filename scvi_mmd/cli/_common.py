@@ -86,7 +86,8 @@ def check_folder(path: str, overwrite: bool, what: str) -> Path:
 
 def read_input(path: str, backed: bool = False):
     """Read an h5ad file (``backed``: its matrix stays on disk), turning every failure into an
-    :class:`InputError`."""
+    :class:`InputError`.
+    """
     import anndata
 
     file = Path(path)

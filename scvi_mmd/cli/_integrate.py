@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ._common import (
     DEMO_EPOCHS,
     LATENT_KEY,

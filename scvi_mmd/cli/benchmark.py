@@ -159,7 +159,8 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
 
 def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
     """Add scib-metrics' batch / bio / total to each row, by its ``embedding`` key, from one
-    :func:`score` call on those embeddings and ``X_pca`` (which must be in ``obsm``)."""
+    :func:`score` call on those embeddings and ``X_pca`` (which must be in ``obsm``).
+    """
     keys = list(dict.fromkeys(row["embedding"] for row in rows))
     table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
     for row in rows:
@@ -257,7 +258,8 @@ def run_sweep(
             strength = (float(config.split()[1]) if isinstance(config, str)
                         and config.startswith("strength ") else None)
             rows.append({"method": method, "config": config, "mmd_mode": mode,
-                         "mmd_weight": weight, "mmd_strength": strength, "seed": seed, "max_epochs": max_epochs,
+                         "mmd_weight": weight, "mmd_strength": strength, "seed": seed,
+                         "max_epochs": max_epochs,
                          "fit_seconds": seconds,
                          **row.to_dict()})
         results = pd.DataFrame(rows)

@@ -185,7 +185,8 @@ def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
 
 def _kernel_scales(gamma: GammaLike, like: torch.Tensor) -> tuple[list, list[int] | None]:
     """Inverse bandwidths as :func:`_kernel_and_grad` takes them, each shaped to broadcast
-    over a tensor with the dimensions of ``like``, and the ladder (or ``None``)."""
+    over a tensor with the dimensions of ``like``, and the ladder (or ``None``).
+    """
     if isinstance(gamma, int | float):
         return [float(gamma)], None
     gamma = torch.as_tensor(gamma, dtype=like.dtype, device=like.device).detach()
@@ -196,7 +197,8 @@ def _kernel_scales(gamma: GammaLike, like: torch.Tensor) -> tuple[list, list[int
 
 class _KernelOfSquaredDistances(torch.autograd.Function):
     """Elementwise ``mean_s exp(-g_s D)`` with the gradient ``-mean_s g_s exp(-g_s D)`` kept
-    from the forward pass: one node, and one ``exp`` for a ladder of scales."""
+    from the forward pass: one node, and one ``exp`` for a ladder of scales.
+    """
 
     @staticmethod
     def forward(ctx, sq, gammas, ladder):
@@ -214,7 +216,8 @@ class _KernelOfSquaredDistances(torch.autograd.Function):
 
 def _neg_sq_distances(z: torch.Tensor) -> torch.Tensor:
     """``-||z_i - z_j||^2`` of one sample with itself, without gradient (see
-    :func:`_neg_scaled_sq_distances`; not clamped: the kernel is clamped instead)."""
+    :func:`_neg_scaled_sq_distances`; not clamped: the kernel is clamped instead).
+    """
     with torch.no_grad():
         z = z.detach()
         return _neg_scaled_sq_distances(z, z, 1.0, clamp=False)

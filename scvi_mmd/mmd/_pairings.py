@@ -247,8 +247,8 @@ def pooled_weights(
     with ``n`` the cells used and ``Z = sum_{k<l} c_k c_l``. Batches with fewer than two cells
     (whose within-batch term has no estimate) are left out. With ``unbiased=False`` the pairs
     are V-statistics (eq. 5; biased, ``>= 0``): ``W_ij = (n - c_k) / (Z c_k)`` within batch
-    ``k``, the diagonal included, and a batch of one cell counts. The counts come from the ``n x n``
-    comparison of codes, so the cost is ``O(n^2)`` whatever the number of batches (no
+    ``k``, the diagonal included, and a batch of one cell counts. The counts come from the
+    ``n x n`` comparison of codes, so the cost is ``O(n^2)`` whatever the number of batches (no
     ``B x B`` or ``n x B`` tensor), and every batch of two or more cells in the minibatch
     counts, which keeps the term well estimated when a minibatch holds a few cells of each of
     many batches.

@@ -13,7 +13,6 @@ from scvi.model import SCVI
 from scvi_mmd._compat import adata_minify_type, n_train_cells
 from scvi_mmd._defaults import (
     DEFAULT_KERNEL_GAMMA,
-    DEFAULT_KERNEL_SCALES,
     DEFAULT_MODE,
 )
 from scvi_mmd.model._term import MMDTermMixin
@@ -29,7 +28,6 @@ from scvi_mmd.module import MMDVAE
 from scvi_mmd.train import MMDTrainingPlan
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Literal
 
     from anndata import AnnData
@@ -77,24 +75,30 @@ class SCVIMMD(MMDTermMixin, SCVI):
         or ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the
         scale of the latent space; with ``mmd_conditional``, over pairs of cells with the same
         label).
-    mmd_kernel_scales
-        Multipliers of ``gamma`` for a multi-scale kernel (the mean over the scales); default
-        ``(0.25, 0.5, 1, 2, 4)``; ``None``: one scale.
     mmd_pairs
         Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
         estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
-        pooled over the minibatch (:func:`~scvi_mmd.mmd.pooled_weights`): with many batches
-        (samples, donors) a minibatch holds a few cells of each, and the pooled term is still
-        well estimated, at a cost that does not grow with the number of batches. Pairs of
-        batches, as in the original design: ``"sequential"`` (k, k+1) in code order,
-        ``"random"`` (sequential in a random order per step) or ``"all"``.
+        every pair of batches, each weighted by its cell pairs, pooled over the minibatch
+        (:func:`~scvi_mmd.mmd.pooled_weights`): with many batches (samples, donors) a
+        minibatch holds a few cells of each, and the pooled term is still well estimated, at
+        a cost that does not grow with the number of batches. Pairs of batches, as in the
+        original design: ``"sequential"`` (k, k+1) in code order, ``"random"`` (sequential in
+        a random order per step) or ``"all"``.
+    mmd_clusters
+        With the pooled MMD: compare batches within each of this many clusters of the latent
+        space, learnt during training (:class:`~scvi_mmd.module.OnlineKMeans`), at the scale
+        of the clusters (the median bandwidth within them). Like is compared with like: a
+        batch effect left inside cell types is seen with many batches, and batches whose
+        cell-type mixes differ are not pulled onto each other. ``None`` (default): 16 with the
+        pooled MMD, none otherwise; ``0``: no clusters.
     mmd_conditional
         If ``True``, compare batches within each cell type (label) and average over labels,
         ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
         ``unlabeled_category``). Keeps batches of different compositions from being merged.
     mmd_guard
-        The label-free guard against over-correction: each batch pair's MMD compares only the
-        cells that have a mutual nearest neighbour in the other batch within the minibatch
+        The label-free guard against over-correction: the MMD compares only the cells that
+        have a mutual nearest neighbour in another batch within the minibatch (the other
+        batches pooled, with the pooled MMD; the other batch of the pair, with pairs)
         (Haghverdi et al., 2018, Nature Biotechnology), so a cell type that some batches lack
         is not pulled onto other types, while shared types are aligned as with the plain MMD
         (:class:`~scvi_mmd.module.MutualNeighbourGuard`). ``None`` (default): on with the
@@ -119,10 +123,11 @@ class SCVIMMD(MMDTermMixin, SCVI):
     latent_distribution
         One of ``"normal"`` or ``"ln"``.
     **kwargs
-        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE` (the advanced settings
-        ``mmd_pair_reduction``, ``mmd_latent``, ``mmd_guard_neighbors``, ``mmd_ddp_gather``,
-        ``mmd_reference_size``, ``n_epochs_mmd_warmup`` is a plan setting) and
-        :class:`~scvi.module.VAE`.
+        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE`: the advanced settings
+        ``mmd_kernel_scales`` (default ``(0.25, 0.5, 1, 2, 4)``), ``mmd_pair_reduction``,
+        ``mmd_latent``, ``mmd_guard_neighbors``, ``mmd_ddp_gather`` (with ``devices > 1``,
+        gather all processes' codes before the MMD), ``mmd_reference_size`` (room for a
+        reference sample, :meth:`set_reference_sample`); and :class:`~scvi.module.VAE`'s.
 
     Examples
     --------
@@ -146,8 +151,8 @@ class SCVIMMD(MMDTermMixin, SCVI):
         mmd_weight: float | None = None,
         mmd_mode: Literal["normal", "unbiased", "fast"] = DEFAULT_MODE,
         mmd_pairs: Literal["pooled", "sequential", "random", "all"] | None = None,
+        mmd_clusters: int | None = None,
         mmd_kernel_gamma: float | Literal["median"] = DEFAULT_KERNEL_GAMMA,
-        mmd_kernel_scales: Sequence[float] | None = DEFAULT_KERNEL_SCALES,
         mmd_guard: bool | None = None,
         mmd_conditional: bool = False,
         n_hidden: int = 128,
@@ -176,8 +181,8 @@ class SCVIMMD(MMDTermMixin, SCVI):
             mmd_weight=mmd_weight,
             mmd_mode=mmd_mode,
             mmd_pairs=mmd_pairs,
+            mmd_clusters=mmd_clusters,
             mmd_kernel_gamma=mmd_kernel_gamma,
-            mmd_kernel_scales=mmd_kernel_scales,
             mmd_guard=mmd_guard,
             mmd_conditional=mmd_conditional,
             mmd_unlabeled_code=unlabeled_code,
@@ -196,7 +201,8 @@ class SCVIMMD(MMDTermMixin, SCVI):
             + (f", mmd_weight: {mmd_weight}" if mmd_weight is not None
                else f", mmd_strength: {mmd_strength if mmd_strength is not None else 'default'}")
             + f", mmd_mode: {mmd_mode}, mmd_pairs: {mmd_pairs}, "
-            f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_kernel_scales: {mmd_kernel_scales}, "
+            f"mmd_clusters: {getattr(self.module.penalty.clusters, 'n_clusters', 0)}, "
+            f"mmd_kernel_gamma: {mmd_kernel_gamma}, "
             f"mmd_conditional: {mmd_conditional}, mmd_guard: {mmd_guard}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.

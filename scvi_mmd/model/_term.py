@@ -1,5 +1,6 @@
 """Methods of :class:`~scvi_mmd.SCVIMMD` about the MMD term itself: its value on data, the
-reference sample for query mapping, and what the strength controller measured."""
+reference sample for query mapping, and what the strength controller measured.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class MMDTermMixin:
     @property
     def mmd_weight(self) -> float:
         """The MMD weight at the end of training: the fixed weight, or the strength
-        controller's final weight (its path: ``history["mmd_weight_train"]``)."""
+        controller's final weight (its path: ``history["mmd_weight_train"]``).
+        """
         return float(self.module.weight_rule.current_weight)
 
     @torch.inference_mode()

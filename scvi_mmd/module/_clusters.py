@@ -37,6 +37,7 @@ class OnlineKMeans(nn.Module):
         self.register_buffer("centroids", torch.zeros(n_clusters, n_latent))
         self.register_buffer("counts", torch.zeros(n_clusters))
         self.register_buffer("filled", torch.zeros(n_clusters, dtype=torch.bool))
+        self._generator = None  # its own random stream: the global one stays scVI's
 
     @torch.no_grad()
     def assign(self, z: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,11 @@ class OnlineKMeans(nn.Module):
         n = z.shape[0]
         # fill empty centroids with codes of this minibatch (the first step fills them all)
         empty = ~self.filled
-        pick = torch.randperm(n, device=z.device)[: self.n_clusters]
+        if self._generator is None:
+            from scvi import settings
+
+            self._generator = torch.Generator().manual_seed(settings.seed or 0)
+        pick = torch.randperm(n, generator=self._generator)[: self.n_clusters].to(z.device)
         seeds = z[pick[torch.arange(self.n_clusters, device=z.device) % pick.numel()]]
         self.centroids.copy_(torch.where(empty[:, None], seeds, self.centroids))
         self.filled.fill_(True)

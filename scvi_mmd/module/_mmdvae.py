@@ -60,8 +60,9 @@ class MMDVAE(VAE):
     mmd_pairs
         Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
         estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
-        every pair of batches, weighted by its cell pairs and pooled over the minibatch (:func:`~scvi_mmd.mmd.pooled_weights`; well estimated with a
-        few cells per batch, ``O(n^2)`` whatever the number of batches); or pairs of batches:
+        every pair of batches, weighted by its cell pairs and pooled over the minibatch
+        (:func:`~scvi_mmd.mmd.pooled_weights`; well estimated with a few cells per batch,
+        ``O(n^2)`` whatever the number of batches); or pairs of batches:
         ``"sequential"`` (each present batch with the next present one, in code order; the
         original design), ``"random"`` (the same in a random order of batches, drawn at each
         step) or ``"all"`` (every pair of present batches).
@@ -99,9 +100,12 @@ class MMDVAE(VAE):
         labels permuted within the minibatch (computed without gradient).
     mmd_clusters
         With ``mmd_pairs="pooled"``: compare batches only within each of this many clusters of
-        the latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), so
-        that batches whose cell-type mixes differ are not pulled onto each other. ``0``: no
-        clusters.
+        the latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), with
+        the kernel's median bandwidth taken within clusters, so that a batch effect left
+        inside cell types is seen whatever the number of batches and batches whose cell-type
+        mixes differ are not pulled onto each other. ``None`` (default):
+        16 (``scvi_mmd._defaults.DEFAULT_CLUSTERS``) with the pooled MMD, none otherwise;
+        ``0``: no clusters.
     mmd_ddp_gather
         Under distributed data parallel training (several processes), gather the latent codes
         of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
@@ -147,7 +151,7 @@ class MMDVAE(VAE):
         mmd_guard: bool | None = None,
         mmd_guard_neighbors: int = 3,
         mmd_strength: float | None = None,
-        mmd_clusters: int = 0,
+        mmd_clusters: int | None = None,
         **kwargs,
     ):
         size = mmd_reference_size

@@ -12,7 +12,6 @@ or a fixed ``gamma``, times optional scales), the estimator and pairing
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
@@ -108,7 +107,7 @@ class MMDPenalty(nn.Module):
         guard: bool | None = None,
         guard_neighbors: int = 3,
         ddp_gather: bool = False,
-        clusters: int = 0,
+        clusters: int | None = 0,
         n_latent: int = 10,
     ):
         super().__init__()
@@ -141,6 +140,10 @@ class MMDPenalty(nn.Module):
         if pairs == "pooled" and (mode == "fast" or conditional):
             raise ValueError("`mmd_pairs='pooled'` needs an exact estimator and no "
                              "`mmd_conditional`.")
+        if clusters is None:
+            from scvi_mmd._defaults import DEFAULT_CLUSTERS
+
+            clusters = DEFAULT_CLUSTERS if pairs == "pooled" else 0
         if clusters and pairs != "pooled":
             raise ValueError("`mmd_clusters` compares batches within clusters of the pooled "
                              "MMD: it needs `mmd_pairs='pooled'`.")
@@ -264,7 +267,8 @@ class MMDPenalty(nn.Module):
     def term_and_null(self, z: torch.Tensor, batch_index: torch.Tensor,
                       labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L_mmd, its permutation null)``: for the pooled MMD in one pass over the kernel,
-        otherwise as :meth:`forward` and :meth:`null`."""
+        otherwise as :meth:`forward` and :meth:`null`.
+        """
         if self.pairs == "pooled" and self.n_batch >= 2 and not (
                 self.ddp_gather and _world_size() > 1):
             return self.pooled(z, batch_index, with_null=True)
@@ -272,7 +276,8 @@ class MMDPenalty(nn.Module):
 
     def _null_order(self, batch_index: torch.Tensor) -> torch.Tensor:
         """A permutation of the minibatch from the penalty's own generator (seeded with
-        ``scvi.settings.seed``), so the global random stream is the one scVI would see."""
+        ``scvi.settings.seed``), so the global random stream is the one scVI would see.
+        """
         if self._null_generator is None:
             from scvi import settings
 

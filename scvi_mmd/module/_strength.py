@@ -128,12 +128,14 @@ class StrengthController(WeightRule):
     @property
     def listening(self) -> bool:
         """Whether :meth:`observe` still uses what it is given (not once there is nothing to
-        correct): the module computes the permutation null only while it does."""
+        correct): the module computes the permutation null only while it does.
+        """
         return self.phase_name != "nothing_to_correct"
 
     def needs_null(self, step: int) -> bool:
         """Every step while listening: the discrepancy subtracts its own minibatch's null
-        (paired, so the noise of the minibatch cancels)."""
+        (paired, so the noise of the minibatch cancels).
+        """
         return self.listening
 
     def observe(self, mmd: float, null: float | None) -> None:

@@ -35,7 +35,8 @@ class WeightRule(nn.Module):
 
     def observe(self, mmd: float, null: float | None) -> None:
         """One training step's MMD term and its permutation null (``None`` on the steps
-        :meth:`needs_null` declined), while :attr:`listening`."""
+        :meth:`needs_null` declined), while :attr:`listening`.
+        """
 
 
 def validate_weight(value) -> float:

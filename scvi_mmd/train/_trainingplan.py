@@ -1,5 +1,6 @@
 """Training plan that owns the MMD weight (asks the weight rule each step) and logs the MMD
-term per epoch."""
+term per epoch.
+"""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ class MMDTrainingPlan(TrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """Training step with the weight rule's weight (ramped, if a ramp is set); the
-        permutation null is computed on the steps the rule asks for it."""
+        permutation null is computed on the steps the rule asks for it.
+        """
         weight = self.mmd_weight
         rule = self.module.weight_rule
         self.loss_kwargs["compute_null"] = rule.listening and rule.needs_null(self.global_step)

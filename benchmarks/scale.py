@@ -1,0 +1,158 @@
+"""Scale: seconds per epoch, peak memory and latent time, training from a backed h5ad.
+
+Usage::
+
+    python benchmarks/scale.py --cells 10000,100000 --batches 4,64,512 --epochs 1
+    python benchmarks/scale.py --cells 1000000 --batches 512 --epochs 1 --methods default
+    python benchmarks/scale_report.py                  # summary.md and the log-log plot
+
+For each number of cells and batches, a sparse count matrix (2,000 genes, about 7 % non-zero,
+8 cell types, a gene-wise batch effect) is written once to ``--workdir`` (chunk by chunk, never
+whole in memory) and each method trains in its own process from
+``anndata.read_h5ad(path, backed="r")``: ``SCVI`` and the default ``SCVIMMD`` (rounds
+interleaved, ``--rounds``). Per fit: seconds per epoch (wall time of ``train`` over the
+epochs), peak RSS of the process, seconds of ``get_latent_representation`` over all cells.
+Rows go to ``benchmarks/results/scale/scale.csv`` as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "results" / "scale"
+N_GENES, N_TYPES, CHUNK = 2000, 8, 50_000
+
+
+def write_counts(path: Path, n_cells: int, n_batches: int, seed: int = 0) -> None:
+    """A backed-ready h5ad of simulated counts, written in chunks of cells."""
+    import anndata
+    import h5py
+    import pandas as pd
+    import scipy.sparse as sp
+    from anndata.io import sparse_dataset, write_elem
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(-1.0, 1.0, N_GENES)
+    types = rng.normal(0.0, 1.0, (N_TYPES, N_GENES)) * (rng.random((N_TYPES, N_GENES)) < 0.05)
+    batches = rng.normal(0.0, 0.3, (n_batches, N_GENES))
+    cell_batch = np.arange(n_cells) % n_batches
+    cell_type = rng.integers(0, N_TYPES, n_cells)
+    tmp = path.with_suffix(".tmp")
+    with h5py.File(tmp, "w") as f:
+        for start in range(0, n_cells, CHUNK):
+            b, t = cell_batch[start:start + CHUNK], cell_type[start:start + CHUNK]
+            rate = np.exp(base + 2.5 * types[t] + batches[b] - 2.2)  # ~7 % non-zero
+            counts = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+            if start == 0:
+                write_elem(f, "X", counts)
+            else:
+                sparse_dataset(f["X"]).append(counts)
+        obs = pd.DataFrame({"batch": pd.Categorical([f"b{i}" for i in cell_batch]),
+                            "cell_type": pd.Categorical([f"t{i}" for i in cell_type])},
+                           index=[f"c{i}" for i in range(n_cells)])
+        write_elem(f, "obs", obs)
+        write_elem(f, "var", pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
+        for key in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+            write_elem(f, key, {})
+        f.attrs["encoding-type"], f.attrs["encoding-version"] = "anndata", "0.1.0"
+    os.replace(tmp, path)
+    check = anndata.read_h5ad(path, backed="r")
+    assert check.shape == (n_cells, N_GENES)
+
+
+def fit_one(path: str, method: str, epochs: int, batch_size: int, backed: bool = True) -> dict:
+    """Train one model from the file, backed or loaded (run in its own process)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import anndata
+    import scvi
+
+    from scvi_mmd import SCVIMMD
+
+    scvi.settings.seed = 0
+    adata = anndata.read_h5ad(path, backed="r" if backed else None)
+    cls = scvi.model.SCVI if method == "SCVI" else SCVIMMD
+    cls.setup_anndata(adata, batch_key="batch")
+    model = cls(adata)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False,
+                train_size=1.0, check_val_every_n_epoch=None)
+    per_epoch = (time.perf_counter() - start) / epochs
+    start = time.perf_counter()
+    latent = model.get_latent_representation(batch_size=4096)
+    latent_seconds = time.perf_counter() - start
+    state = getattr(model, "mmd_strength_state", None)
+    return {"seconds_per_epoch": per_epoch, "latent_seconds": latent_seconds,
+            "latent_finite": bool(np.isfinite(latent).all()),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "phase": None if state is None else state["phase"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="10000,100000")
+    parser.add_argument("--batches", default="4,64,512")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--methods", default="SCVI,default")
+    parser.add_argument("--workdir", default="/tmp/scvi_mmd_scale")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="load the file into memory instead of training from disk")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # one fit, in this process
+        path, method, epochs, batch_size, backed = args.child
+        print("RESULT " + json.dumps(fit_one(path, method, int(epochs), int(batch_size),
+                                             backed == "backed")))
+        return
+    import pandas as pd
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, out = [], OUT / "scale.csv"
+    if out.exists():
+        rows = pd.read_csv(out).to_dict("records")
+    methods = args.methods.split(",")
+    for n_cells in (int(c) for c in args.cells.split(",")):
+        for n_batches in (int(b) for b in args.batches.split(",")):
+            path = work / f"counts_{n_cells}_{n_batches}.h5ad"
+            if not path.exists():
+                write_counts(path, n_cells, n_batches)
+            for rnd in range(args.rounds):
+                order = methods if rnd % 2 == 0 else methods[::-1]  # interleaved rounds
+                for method in order:
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--child", str(path), method,
+                         str(args.epochs), str(args.batch_size),
+                         "memory" if args.in_memory else "backed"],
+                        capture_output=True, text=True, check=False)
+                    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+                    if not line:
+                        print(done.stderr[-2000:], file=sys.stderr)
+                        continue
+                    row = {"n_cells": n_cells, "n_batches": n_batches, "method": method,
+                           "data": "memory" if args.in_memory else "backed",
+                           "round": rnd, "epochs": args.epochs,
+                           "batch_size": args.batch_size, **json.loads(line[0][7:])}
+                    rows.append(row)
+                    print(row, flush=True)
+                    pd.DataFrame(rows).to_csv(out, index=False)
+
+
+if __name__ == "__main__":
+    main()
