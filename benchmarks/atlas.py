@@ -7,6 +7,7 @@ Usage::
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
     python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Mono 5x more in STIM, B in
                                                        # CTRL only (../shared/data)
+    python benchmarks/atlas.py kang --seeds 0          # Kang as it is
 
 Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
 (``SCVIMMD(adata)``), the previous default (``mmd_pairs="sequential"``), fixed weights
@@ -41,11 +42,15 @@ def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = 6000
     return adata
 
 
-def kang_shifted(seed: int):
+def kang_shifted(seed: int, shift: bool = True):
     import anndata
     import scanpy as sc
 
     adata = anndata.read_h5ad(KANG)
+    if not shift:
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
+                                    batch_key="batch", subset=True)
+        return adata
     rng = np.random.default_rng(seed)
     ctype, batch = adata.obs["cell_type"].astype(str), adata.obs["batch"].astype(str)
     keep = np.ones(adata.n_obs, bool)
@@ -103,6 +108,8 @@ CONFIGS = {
     "pooled + 16 clusters - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 16,
                                        "mmd_guard": False},
     "pooled - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 0, "mmd_guard": False},
+    "clusters + guard": {"mmd_guard": True},
+    "clusters - no guard": {"mmd_guard": False},
 }
 
 
@@ -123,6 +130,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
                 split.obs["batch"] = pd.Categorical(
                     np.random.default_rng(seed).integers(0, b, split.n_obs).astype(str))
                 sets.append((f"null_B{b}", split))
+        elif experiment == "kang":
+            sets = [("kang", kang_shifted(seed, shift=False))]
         else:
             sets = [("kang_shifted", kang_shifted(seed))]
         for name, adata in sets:
@@ -157,7 +166,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["batches", "null", "mixes", "kang_shifted"])
+    parser.add_argument("experiment",
+                        choices=["batches", "null", "mixes", "kang_shifted", "kang"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")

@@ -22,10 +22,10 @@ DEFAULT_MODE = "unbiased"
 #: The kernel bandwidth: the median heuristic of each minibatch, so the kernel follows the
 #: scale of the latent space.
 DEFAULT_KERNEL_GAMMA = "median"
-#: Clusters of the latent space within which the pooled MMD compares batches (learnt during
-#: training, :class:`~scvi_mmd.module.OnlineKMeans`): like is compared with like, at the
-#: scale of a cluster, so a batch effect left inside cell types is seen with many batches
-#: and different cell-type mixes are not a discrepancy.
+#: Clusters of the latent space (learnt during training, :class:`~scvi_mmd.module.OnlineKMeans`)
+#: within which the pooled MMD compares batches, at the scale of a cluster: like is compared
+#: with like, so a batch effect left inside cell types is seen with many batches and
+#: different cell-type mixes across batches are not a discrepancy.
 DEFAULT_CLUSTERS = 16
 #: Multipliers of the bandwidth: a multi-scale kernel, the mean of five Gaussian kernels.
 DEFAULT_KERNEL_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)

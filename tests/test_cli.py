@@ -59,12 +59,13 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert (result.var_names == original.var_names).all()  # all genes kept, not only HVGs
     assert (result.X != original.X).nnz == 0
     assert result.obs.equals(original.obs)
-    # the default: the library's default strength, the guard and the recommended kernel
+    # the default: the library's default strength, the pooled MMD within clusters
     record = result.uns["scvi_mmd"]
-    assert record["mmd_weight"] == "strength" and bool(record["mmd_guard"])
+    assert record["mmd_weight"] == "strength" and not record["mmd_guard"]
+    assert record["mmd_pairs"] == "pooled" and record["mmd_clusters"] == 16
     assert record["strength"]["strength"] == DEFAULT_STRENGTH
     assert record["mmd_mode"] == "unbiased" and "auto" not in record and "curve" not in record
-    assert "strength" in stdout and "guard against over-correction: on" in stdout
+    assert "strength" in stdout and "within 16 clusters" in stdout
     assert {p.name for p in plots.iterdir()} == {"training_curves.png", "umap.png"}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -85,7 +86,7 @@ def test_strength_and_weight_exclude_each_other(h5ad, tmp_path, capsys):
 def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     code = cli.main(["integrate", str(h5ad), "--batch-key", "batch", *FAST, "--mmd-weight",
-                     "100", "--no-guard", "-o", str(out)])
+                     "100", "--mmd-pairs", "sequential", "--no-guard", "-o", str(out)])
     assert code == 0
     assert "guard against over-correction: off" in capsys.readouterr().out
     record = anndata.read_h5ad(out).uns["scvi_mmd"]

@@ -194,7 +194,7 @@ def _exclusive_purity(guard: bool, seed: int = 0) -> float:
                              type_only_in_batch={2: 0}, seed=seed)
     scvi.settings.seed = seed
     SCVIMMD.setup_anndata(adata, batch_key="batch")
-    model = SCVIMMD(adata, mmd_weight=100.0, mmd_guard=guard, **KERNEL)
+    model = SCVIMMD(adata, mmd_weight=100.0, mmd_guard=guard, mmd_clusters=0, **KERNEL)
     model.train(max_epochs=40, enable_progress_bar=False)
     report = exclusive_type_report(model.get_latent_representation(), adata.obs["cell_type"],
                                    adata.obs["batch"], n_neighbors=15)

@@ -232,6 +232,7 @@ def pooled_weights(
     ignore: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     unbiased: bool = True,
+    cell_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cell-pair weights ``W`` of the pooled MMD: every pair of batches, in one pass.
 
@@ -269,6 +270,12 @@ def pooled_weights(
         Floating point type of ``W`` (default: the default dtype).
     unbiased
         U-statistics (default) or V-statistics.
+    cell_weights
+        Optional weight ``a_i >= 0`` of each cell (no gradient): each pair's MMD^2 is then
+        between the ``a``-weighted distributions of its batches (the weighted MMD of Yan et
+        al., 2017, CVPR), the pair weighted by ``A_k A_l`` (``A_k`` the weight of batch ``k``)
+        and the within-batch sums divided by ``A_k^2 - sum a_i^2`` (U) or ``A_k^2`` (V).
+        ``None``: every cell 1, the formulas above.
 
     Returns
     -------
@@ -286,16 +293,21 @@ def pooled_weights(
         used = ~ignore.reshape(-1)
         together = together & used[:, None] & used[None, :]
     same = together & (groups[:, None] == groups[None, :])
-    # cells of my batch (and stratum), myself included: a batch of one is left out
-    count = same.sum(1).to(dtype)
-    used = count >= (2 if unbiased else 1)
+    a = torch.ones(n, dtype=dtype, device=groups.device) if cell_weights is None else \
+        cell_weights.reshape(-1).detach().to(dtype)
+    # weight of my batch (and stratum), myself included, and of its squares
+    mass = (same * a[None, :]).sum(1)
+    square = (same * (a * a)[None, :]).sum(1)
+    within_norm = mass * mass - square if unbiased else mass * mass
+    used = (within_norm > 1e-12 * mass.clamp_min(1.0) ** 2) & (a > 0)
     together = together & used[:, None] & used[None, :]
     same = same & together
-    in_stratum = together.sum(1).to(dtype)  # n of my stratum, among the cells used
-    z = 0.5 * torch.where(used, in_stratum - count, 0.0).sum()
-    within_pairs = (count - 1) if unbiased else count
-    within = torch.where(used, (in_stratum - count) / within_pairs.clamp_min(1.0), 0.0)
-    weights = torch.where(same, within[:, None], -together.to(dtype))
+    in_stratum = (together * a[None, :]).sum(1)  # weight of my stratum, among cells used
+    others = torch.where(used, in_stratum - mass, 0.0)  # weight of the other batches there
+    z = 0.5 * (a * others).sum()
+    within = torch.where(used, mass * others / within_norm.clamp_min(1e-12), 0.0)
+    pair = a[:, None] * a[None, :]
+    weights = torch.where(same, pair * within[:, None], -together.to(dtype) * pair)
     if unbiased:
         weights.fill_diagonal_(0.0)
-    return weights / z.clamp_min(1.0)
+    return weights / z.clamp_min(1e-12)

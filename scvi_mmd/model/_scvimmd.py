@@ -89,8 +89,11 @@ class SCVIMMD(MMDTermMixin, SCVI):
         space, learnt during training (:class:`~scvi_mmd.module.OnlineKMeans`), at the scale
         of the clusters (the median bandwidth within them). Like is compared with like: a
         batch effect left inside cell types is seen with many batches, and batches whose
-        cell-type mixes differ are not pulled onto each other. ``None`` (default): 16 with the
-        pooled MMD, none otherwise; ``0``: no clusters.
+        cell-type mixes differ are not pulled onto each other. Cells of clusters that one
+        batch alone has are compared across clusters; if early in training most cells are in
+        such clusters (a batch effect larger than the differences between types), the
+        clusters are not used for that training. ``None`` (default): 16 with the pooled MMD,
+        none otherwise; ``0``: no clusters.
     mmd_conditional
         If ``True``, compare batches within each cell type (label) and average over labels,
         ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with

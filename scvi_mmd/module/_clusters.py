@@ -1,7 +1,8 @@
 """Label-free strata of the latent space: mini-batch k-means updated as training goes.
 
-The pooled MMD compares batches within each stratum (:func:`~scvi_mmd.mmd.pooled_weights`),
-so that batches whose cell-type mixes differ are not pulled onto each other: the share of a
+The pooled MMD compares batches within the clusters that several batches share
+(:func:`~scvi_mmd.module._penalty.shared_strata`, :func:`~scvi_mmd.mmd.pooled_weights`), so
+that batches whose cell-type mixes differ are not pulled onto each other: the share of a
 cluster in a batch is not a discrepancy, only a shift of the batches within it is.
 """
 
@@ -37,6 +38,10 @@ class OnlineKMeans(nn.Module):
         self.register_buffer("centroids", torch.zeros(n_clusters, n_latent))
         self.register_buffer("counts", torch.zeros(n_clusters))
         self.register_buffer("filled", torch.zeros(n_clusters, dtype=torch.bool))
+        # whether the clusters are shared by the batches (decided early in training, then kept)
+        self.register_buffer("shared", torch.ones((), dtype=torch.bool))
+        self.register_buffer("pure_share", torch.zeros(()))
+        self._decide_at, self._steps, self._pure, self._seen = 0, 0, 0.0, 0.0
         self._generator = None  # its own random stream: the global one stays scVI's
 
     @torch.no_grad()
@@ -51,16 +56,8 @@ class OnlineKMeans(nn.Module):
         """One mini-batch k-means step with codes ``z`` of shape ``(n, d)``."""
         z = z.detach().to(self.centroids.dtype)
         n = z.shape[0]
-        # fill empty centroids with codes of this minibatch (the first step fills them all)
-        empty = ~self.filled
-        if self._generator is None:
-            from scvi import settings
-
-            self._generator = torch.Generator().manual_seed(settings.seed or 0)
-        pick = torch.randperm(n, generator=self._generator)[: self.n_clusters].to(z.device)
-        seeds = z[pick[torch.arange(self.n_clusters, device=z.device) % pick.numel()]]
-        self.centroids.copy_(torch.where(empty[:, None], seeds, self.centroids))
-        self.filled.fill_(True)
+        if not bool(self.filled.all()):  # the first step: k-means++ seeding (once, on the host)
+            self._seed(z)
         label = self.assign(z)
         assigned = torch.zeros_like(self.counts).scatter_add_(0, label, torch.ones_like(
             label, dtype=self.counts.dtype))
@@ -70,6 +67,49 @@ class OnlineKMeans(nn.Module):
         means = sums / assigned.clamp_min(1.0)[:, None]
         self.centroids.add_(step * (means - self.centroids))
         self.counts.copy_(counts)
+
+    def start(self, decide_at: int) -> None:
+        """A training starts: decide after ``decide_at`` steps whether the clusters are shared
+        by the batches (see :meth:`observe_purity`)."""
+        self._decide_at, self._steps, self._pure, self._seen = int(decide_at), 0, 0.0, 0.0
+        self.shared.fill_(True)
+
+    def observe_purity(self, pure: torch.Tensor) -> None:
+        """Count the cells of a training step whose cluster holds no other batch in the step.
+
+        When, over the first ``decide_at`` steps, most cells are in such clusters, the
+        clusters split the batches (a batch effect larger than the differences between cell
+        types): they cannot pair like with like, and ``shared`` becomes ``False`` for the rest
+        of the training (one host read, once).
+        """
+        if self._steps >= self._decide_at:
+            return
+        self._pure = self._pure + pure.sum()
+        self._seen += pure.numel()
+        self._steps += 1
+        if self._steps == self._decide_at:
+            share = float(self._pure) / max(self._seen, 1.0)
+            self.pure_share.fill_(share)
+            self.shared.fill_(share < 0.5)
+
+    def _seed(self, z: torch.Tensor) -> None:
+        """k-means++ seeds (Arthur & Vassilvitskii, 2007) from the codes of a minibatch."""
+        if self._generator is None:
+            from scvi import settings
+
+            self._generator = torch.Generator().manual_seed(settings.seed or 0)
+        codes = z.detach().cpu().double()
+        chosen = [int(torch.randint(codes.shape[0], (1,), generator=self._generator))]
+        nearest = (codes - codes[chosen[0]]).square().sum(1)
+        for _ in range(1, self.n_clusters):
+            if float(nearest.sum()) <= 0:  # fewer distinct codes than clusters
+                chosen.append(chosen[-1])
+                continue
+            pick = int(torch.multinomial(nearest, 1, generator=self._generator))
+            chosen.append(pick)
+            nearest = torch.minimum(nearest, (codes - codes[pick]).square().sum(1))
+        self.centroids.copy_(z.detach()[chosen].to(self.centroids.dtype))
+        self.filled.fill_(True)
 
     def extra_repr(self) -> str:
         return f"n_clusters={self.n_clusters}, memory={self.memory:g}"

@@ -99,11 +99,11 @@ class MMDVAE(VAE):
         loss's ``extra_metrics`` then also hold ``mmd_null``, the MMD term with the batch
         labels permuted within the minibatch (computed without gradient).
     mmd_clusters
-        With ``mmd_pairs="pooled"``: compare batches only within each of this many clusters of
-        the latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), with
-        the kernel's median bandwidth taken within clusters, so that a batch effect left
-        inside cell types is seen whatever the number of batches and batches whose cell-type
-        mixes differ are not pulled onto each other. ``None`` (default):
+        With ``mmd_pairs="pooled"``: compare batches within each of this many clusters of the
+        latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), with
+        the kernel's median bandwidth taken within them, so that a batch effect left inside
+        cell types is seen whatever the number of batches and batches whose cell-type mixes
+        differ are not pulled onto each other (see :func:`~scvi_mmd.module._penalty.shared_strata`). ``None`` (default):
         16 (``scvi_mmd._defaults.DEFAULT_CLUSTERS``) with the pooled MMD, none otherwise;
         ``0``: no clusters.
     mmd_ddp_gather

@@ -45,6 +45,23 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
 
 
+def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """Strata of the pooled MMD: the clusters that hold cells of two batches or more in the
+    minibatch, and one more stratum (code ``n_clusters``) for the cells of the others.
+
+    Within a shared cluster, batches are compared like with like (a cell type with itself), at
+    the scale of the cluster, and the cluster's share in each batch is not a discrepancy. A
+    cluster that only one batch has is either a type only that batch has or a type that the
+    batch effect has split by batch (as when batches are far apart in scVI's latent space);
+    its cells are compared with the other such cells, across batches, so that the second case
+    is corrected (and the first, alone in its stratum, is left alone). Counts come from an
+    ``n x n`` comparison: ``O(n^2)`` whatever the number of batches.
+    """
+    groups, clusters = groups.reshape(-1), clusters.reshape(-1)
+    other_batch = (clusters[:, None] == clusters[None, :]) & (groups[:, None] != groups[None, :])
+    return torch.where(other_batch.any(dim=1), clusters, n_clusters)
+
+
 def _world_size() -> int:
     dist = torch.distributed
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -115,6 +132,10 @@ class MMDPenalty(nn.Module):
         if pairs is None:  # pooled where it applies: an exact estimator, no labels
             pairs = "pooled" if mode != "fast" and not conditional else "sequential"
         _check_choice("mmd_pairs", pairs, MMD_PAIRS)
+        if clusters is None:
+            from scvi_mmd._defaults import DEFAULT_CLUSTERS
+
+            clusters = DEFAULT_CLUSTERS if pairs == "pooled" else 0
         _check_choice("mmd_pair_reduction", pair_reduction, PAIR_REDUCTIONS)
         _check_choice("mmd_latent", latent, MMD_LATENTS)
         if kernel_gamma != "median" and not (
@@ -140,13 +161,9 @@ class MMDPenalty(nn.Module):
         if pairs == "pooled" and (mode == "fast" or conditional):
             raise ValueError("`mmd_pairs='pooled'` needs an exact estimator and no "
                              "`mmd_conditional`.")
-        if clusters is None:
-            from scvi_mmd._defaults import DEFAULT_CLUSTERS
-
-            clusters = DEFAULT_CLUSTERS if pairs == "pooled" else 0
         if clusters and pairs != "pooled":
-            raise ValueError("`mmd_clusters` compares batches within clusters of the pooled "
-                             "MMD: it needs `mmd_pairs='pooled'`.")
+            raise ValueError("`mmd_clusters` are strata of the pooled MMD: it needs "
+                             "`mmd_pairs='pooled'`.")
         validate_guard_neighbors(guard_neighbors)
         self.n_batch, self.n_labels = n_batch, n_labels
         self.mode, self.pairs, self.latent = mode, pairs, latent
@@ -162,8 +179,8 @@ class MMDPenalty(nn.Module):
         )
         self.conditional = bool(conditional)
         self.unlabeled_code = unlabeled_code
-        if guard is None:
-            guard = mode != "fast" and not self.conditional
+        if guard is None:  # the clusters already keep types some batches lack apart
+            guard = mode != "fast" and not self.conditional and not clusters
         # the cell selector: None (all cells) or an object whose ``keep(z, groups, n_groups,
         # neg_sq)`` gives each cell's (n, n_groups) weights in the pairs (the guard's matches)
         self.selector = MutualNeighbourGuard(guard_neighbors) if guard else None
@@ -234,7 +251,7 @@ class MMDPenalty(nn.Module):
                padding: torch.Tensor | None = None, with_null: bool = False):
         """The pooled MMD (:func:`~scvi_mmd.mmd.pooled_weights`), with the guard's unmatched
         cells (no mutual neighbour in any other batch) and ``padding`` cells left out, within
-        the clusters of the latent space if there are any.
+        the shared clusters of the latent space if there are any (:func:`shared_strata`).
 
         ``with_null``: also the same statistic with the batch labels permuted (no gradient),
         summed in the same pass over the kernel (:meth:`null`), as a pair ``(term, null)``.
@@ -246,7 +263,12 @@ class MMDPenalty(nn.Module):
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
             if self.training and not self._frozen:
                 self.clusters.update(codes)
-            strata = self.clusters.assign(codes)
+            clusters = self.clusters.assign(codes)
+            strata = shared_strata(groups, clusters, self.clusters.n_clusters)
+            if self.training and not self._frozen:
+                self.clusters.observe_purity(strata == self.clusters.n_clusters)
+            if not bool(self.clusters.shared):  # the clusters split the batches: compare all
+                strata = None
 
         def weights_for(codes):
             ignore = padding
@@ -257,7 +279,7 @@ class MMDPenalty(nn.Module):
                                   unbiased=self.mode == "unbiased")
 
         extra = weights_for(groups[self._null_order(groups)]) if with_null else None
-        # with strata the bandwidth follows the distances within them
+        # the bandwidth follows the distances within the strata (the scale of a cell type)
         result = weighted_kernel_sum(z, weights_for(groups), self.gamma(z, strata),
                                      neg_sq=neg_sq, symmetric=True, extra_weights=extra)
         if with_null:

@@ -95,7 +95,11 @@ class MMDTrainingPlan(TrainingPlan):
     def on_train_start(self):
         """Start the strength controller (if any) for this training's number of steps."""
         super().on_train_start()
-        self.module.weight_rule.start(self.trainer.estimated_stepping_batches)
+        rule = self.module.weight_rule
+        rule.start(self.trainer.estimated_stepping_batches)
+        clusters = self.module.penalty.clusters
+        if clusters is not None:  # decide on the clusters before the controller measures
+            clusters.start(max(getattr(rule, "warmup_steps", 100) // 2, 1))
 
     #: Training steps whose MMD terms are read to the host at once (one synchronisation of a
     #: GPU per this many steps, not one per step); the weight follows with that delay.

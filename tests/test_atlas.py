@@ -1,0 +1,71 @@
+"""Atlas-shaped data end to end: many batches get corrected, random splits do not, shared
+types in different proportions keep their neighbourhoods."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+from scvi_mmd import SCVIMMD
+from scvi_mmd.data import simulate_batches
+from scvi_mmd.metrics import batch_mixing
+
+
+def _fit(adata, epochs=30, **kwargs):
+    scvi.settings.seed = 0
+    adata = adata.copy()
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, n_hidden=64, **kwargs)
+    model.train(max_epochs=epochs, batch_size=128, enable_progress_bar=False,
+                check_val_every_n_epoch=epochs)
+    return model, model.get_latent_representation()
+
+
+def _purity(latent, labels, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels).astype(str)
+    index = NearestNeighbors(n_neighbors=k + 1).fit(latent).kneighbors(
+        latent, return_distance=False)[:, 1:]
+    same = labels[index] == labels[:, None]
+    return {t: float(same[labels == t].mean()) for t in np.unique(labels)}
+
+
+@pytest.fixture(scope="module")
+def many():
+    # 16 batches of ~100 cells: a minibatch of 128 holds ~8 cells of each
+    return simulate_batches(n_cells=1600, n_genes=200, n_batches=16, n_cell_types=4,
+                            batch_effect=0.4, type_effect=1.5, seed=5)
+
+
+def test_many_batches_get_corrected(many):
+    scvi_model, scvi_latent = _fit(many, mmd_weight=0.0)
+    model, latent = _fit(many)
+    assert model.mmd_strength_state["phase"] == "control", model.mmd_strength_state
+    before = batch_mixing(scvi_latent, many.obs["batch"].to_numpy(), 15)
+    after = batch_mixing(latent, many.obs["batch"].to_numpy(), 15)
+    assert after > before + 0.05, (before, after)
+
+
+def test_random_splits_of_one_batch_are_left_alone():
+    one = simulate_batches(n_cells=1600, n_genes=200, n_batches=1, n_cell_types=4,
+                           batch_effect=0.4, type_effect=1.5, seed=6)
+    one.obs["batch"] = pd.Categorical(
+        np.random.default_rng(0).integers(0, 16, one.n_obs).astype(str))
+    model, latent = _fit(one)
+    assert model.mmd_strength_state["phase"] == "nothing_to_correct", model.mmd_strength_state
+    assert model.mmd_weight == 0.0
+
+
+def test_shared_types_in_different_proportions_keep_their_neighbourhoods():
+    # three shared types, mixes 70/20/10 against 10/20/70 (and a middle batch)
+    mixes = [[0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.4, 0.2, 0.4]]
+    adata = simulate_batches(n_cells=1500, n_genes=200, n_batches=3, n_cell_types=3,
+                             batch_effect=0.3, type_effect=1.5, type_proportions=mixes, seed=7)
+    _, scvi_latent = _fit(adata, mmd_weight=0.0)
+    model, latent = _fit(adata)
+    reference = _purity(scvi_latent, adata.obs["cell_type"])
+    purity = _purity(latent, adata.obs["cell_type"])
+    assert model.mmd_strength_state["phase"] == "control"
+    for cell_type, value in reference.items():
+        assert purity[cell_type] >= value - 0.02, (cell_type, value, purity[cell_type])
