@@ -42,6 +42,7 @@ class OnlineKMeans(nn.Module):
         self.register_buffer("shared", torch.ones((), dtype=torch.bool))
         self.register_buffer("pure_share", torch.zeros(()))
         self._decide_at, self._steps, self._pure, self._seen = 0, 0, 0.0, 0.0
+        self._seeded, self._shared = False, None  # host copies: no device read per step
         self._generator = None  # its own random stream: the global one stays scVI's
 
     @torch.no_grad()
@@ -55,9 +56,11 @@ class OnlineKMeans(nn.Module):
     def update(self, z: torch.Tensor) -> None:
         """One mini-batch k-means step with codes ``z`` of shape ``(n, d)``."""
         z = z.detach().to(self.centroids.dtype)
-        n = z.shape[0]
-        if not bool(self.filled.all()):  # the first step: k-means++ seeding (once, on the host)
-            self._seed(z)
+        if not self._seeded:  # the first step: k-means++ seeding (once, on the host)
+            self._seeded = bool(self.filled.all())  # (a loaded model has its centroids)
+            if not self._seeded:
+                self._seed(z)
+                self._seeded = True
         label = self.assign(z)
         assigned = torch.zeros_like(self.counts).scatter_add_(0, label, torch.ones_like(
             label, dtype=self.counts.dtype))
@@ -70,9 +73,11 @@ class OnlineKMeans(nn.Module):
 
     def start(self, decide_at: int) -> None:
         """A training starts: decide after ``decide_at`` steps whether the clusters are shared
-        by the batches (see :meth:`observe_purity`)."""
+        by the batches (see :meth:`observe_purity`).
+        """
         self._decide_at, self._steps, self._pure, self._seen = int(decide_at), 0, 0.0, 0.0
         self.shared.fill_(True)
+        self._shared = True
 
     def observe_purity(self, pure: torch.Tensor) -> None:
         """Count the cells of a training step whose cluster holds no other batch in the step.
@@ -91,6 +96,14 @@ class OnlineKMeans(nn.Module):
             share = float(self._pure) / max(self._seen, 1.0)
             self.pure_share.fill_(share)
             self.shared.fill_(share < 0.5)
+            self._shared = share < 0.5
+
+    @property
+    def is_shared(self) -> bool:
+        """``shared`` as a Python bool (read from the device once, then kept on the host)."""
+        if self._shared is None:
+            self._shared = bool(self.shared)
+        return self._shared
 
     def _seed(self, z: torch.Tensor) -> None:
         """k-means++ seeds (Arthur & Vassilvitskii, 2007) from the codes of a minibatch."""

@@ -103,7 +103,8 @@ class MMDVAE(VAE):
         latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), with
         the kernel's median bandwidth taken within them, so that a batch effect left inside
         cell types is seen whatever the number of batches and batches whose cell-type mixes
-        differ are not pulled onto each other (see :func:`~scvi_mmd.module._penalty.shared_strata`). ``None`` (default):
+        differ are not pulled onto each other
+        (see :func:`~scvi_mmd.module._penalty.shared_strata`). ``None`` (default):
         16 (``scvi_mmd._defaults.DEFAULT_CLUSTERS``) with the pooled MMD, none otherwise;
         ``0``: no clusters.
     mmd_ddp_gather

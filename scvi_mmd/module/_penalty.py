@@ -267,7 +267,7 @@ class MMDPenalty(nn.Module):
             strata = shared_strata(groups, clusters, self.clusters.n_clusters)
             if self.training and not self._frozen:
                 self.clusters.observe_purity(strata == self.clusters.n_clusters)
-            if not bool(self.clusters.shared):  # the clusters split the batches: compare all
+            if not self.clusters.is_shared:  # the clusters split the batches: compare all
                 strata = None
 
         def weights_for(codes):
