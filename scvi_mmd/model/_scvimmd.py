@@ -105,9 +105,11 @@ class SCVIMMD(MMDTermMixin, SCVI):
         (Haghverdi et al., 2018, Nature Biotechnology), so a cell type that some batches lack
         is not pulled onto other types, while shared types are aligned as with the plain MMD
         (:class:`~scvi_mmd.module.MutualNeighbourGuard`). ``None`` (default): on with the
-        exact estimators (``"normal"``, ``"unbiased"``); off with ``"fast"`` (it needs the
-        ``n x n`` distances the fast estimator avoids) and with ``mmd_conditional`` (labels
-        win). ``False``: the plain MMD over all cells (the original design).
+        exact estimators (``"normal"``, ``"unbiased"``) without clusters; off with clusters
+        (the default: they keep such types apart, and with 64 batches the guard hid the batch
+        effect from the controller), with ``"fast"`` (it needs the ``n x n`` distances the
+        fast estimator avoids) and with ``mmd_conditional`` (labels win). ``False``: the
+        plain MMD over all cells (the original design).
     n_hidden
         Number of nodes per hidden layer.
     n_latent

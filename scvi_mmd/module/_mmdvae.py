@@ -88,8 +88,10 @@ class MMDVAE(VAE):
         (:class:`~scvi_mmd.module.MutualNeighbourGuard`): each batch pair's MMD compares only
         the cells that have a mutual nearest neighbour in the other batch of the minibatch
         (Haghverdi et al., 2018), so a cell type that one batch lacks is not pulled onto other
-        types. ``None`` (default): on with the exact estimators, off with ``"fast"`` (it needs
-        the ``n x n`` distances) and with ``mmd_conditional`` (labels win).
+        types. ``None`` (default): on with the exact estimators without clusters; off with
+        clusters (they keep such types apart, and with 64 batches the guard hid the batch
+        effect), with ``"fast"`` (it needs the ``n x n`` distances) and with
+        ``mmd_conditional`` (labels win).
     mmd_guard_neighbors
         ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
     mmd_strength
