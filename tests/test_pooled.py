@@ -128,38 +128,6 @@ def test_fused_null_equals_the_separate_null(guard):
     assert z.grad is not None and torch.isfinite(z.grad).all() and not null.requires_grad
 
 
-def _weighted_mmd(x, wx, y, wy, gamma, unbiased=True):
-    """MMD^2 between weighted samples (a double loop)."""
-    kxx = gaussian_kernel(x, x, gamma)
-    kyy = gaussian_kernel(y, y, gamma)
-    kxy = gaussian_kernel(x, y, gamma)
-    wxx, wyy = wx[:, None] * wx[None, :], wy[:, None] * wy[None, :]
-    if unbiased:
-        wxx, wyy = wxx.fill_diagonal_(0.0), wyy.fill_diagonal_(0.0)
-    return float((kxx * wxx).sum() / wxx.sum() + (kyy * wyy).sum() / wyy.sum()
-                 - 2 * (kxy * wx[:, None] * wy[None, :]).sum() / (wx.sum() * wy.sum()))
-
-
-@pytest.mark.parametrize("unbiased", [True, False])
-def test_cell_weights_give_the_weighted_pair_mean(unbiased):
-    gen = torch.Generator().manual_seed(9)
-    z = torch.randn(36, 3, generator=gen, dtype=torch.float64)
-    groups = torch.randint(0, 4, (36,), generator=gen)
-    a = torch.rand(36, generator=gen, dtype=torch.float64) + 0.1
-    weights = pooled_weights(groups, dtype=torch.float64, unbiased=unbiased, cell_weights=a)
-    num = den = 0.0
-    for k, l in itertools.combinations(groups.unique().tolist(), 2):  # noqa: E741
-        x, y = groups == k, groups == l
-        mass = float(a[x].sum() * a[y].sum())
-        num += mass * _weighted_mmd(z[x], a[x], z[y], a[y], 0.3, unbiased)
-        den += mass
-    value = float((gaussian_kernel(z, z, 0.3) * weights).sum())
-    assert value == pytest.approx(num / den, rel=1e-10)
-    ones = pooled_weights(groups, dtype=torch.float64, unbiased=unbiased,
-                          cell_weights=torch.ones(36, dtype=torch.float64))
-    assert torch.allclose(ones, pooled_weights(groups, dtype=torch.float64, unbiased=unbiased))
-
-
 def test_shared_strata_keep_shared_clusters_and_pool_the_others():
     from scvi_mmd.module._penalty import shared_strata
 

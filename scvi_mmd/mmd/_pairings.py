@@ -232,7 +232,6 @@ def pooled_weights(
     ignore: torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     unbiased: bool = True,
-    cell_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cell-pair weights ``W`` of the pooled MMD: every pair of batches, in one pass.
 
@@ -270,12 +269,6 @@ def pooled_weights(
         Floating point type of ``W`` (default: the default dtype).
     unbiased
         U-statistics (default) or V-statistics.
-    cell_weights
-        Optional weight ``a_i >= 0`` of each cell (no gradient): each pair's MMD^2 is then
-        between the ``a``-weighted distributions of its batches (the weighted MMD of Yan et
-        al., 2017, CVPR), the pair weighted by ``A_k A_l`` (``A_k`` the weight of batch ``k``)
-        and the within-batch sums divided by ``A_k^2 - sum a_i^2`` (U) or ``A_k^2`` (V).
-        ``None``: every cell 1, the formulas above.
 
     Returns
     -------
@@ -293,21 +286,17 @@ def pooled_weights(
         used = ~ignore.reshape(-1)
         together = together & used[:, None] & used[None, :]
     same = together & (groups[:, None] == groups[None, :])
-    a = torch.ones(n, dtype=dtype, device=groups.device) if cell_weights is None else \
-        cell_weights.reshape(-1).detach().to(dtype)
-    # weight of my batch (and stratum), myself included, and of its squares
-    mass = (same * a[None, :]).sum(1)
-    square = (same * (a * a)[None, :]).sum(1)
-    within_norm = mass * mass - square if unbiased else mass * mass
-    used = (within_norm > 1e-12 * mass.clamp_min(1.0) ** 2) & (a > 0)
+    # cells of my batch (and stratum), myself included: with the U-statistic a batch of one
+    # cell has no within-batch estimate and is left out
+    count = same.sum(1).to(dtype)
+    used = count >= (2 if unbiased else 1)
     together = together & used[:, None] & used[None, :]
     same = same & together
-    in_stratum = (together * a[None, :]).sum(1)  # weight of my stratum, among cells used
-    others = torch.where(used, in_stratum - mass, 0.0)  # weight of the other batches there
-    z = 0.5 * (a * others).sum()
-    within = torch.where(used, mass * others / within_norm.clamp_min(1e-12), 0.0)
-    pair = a[:, None] * a[None, :]
-    weights = torch.where(same, pair * within[:, None], -together.to(dtype) * pair)
+    in_stratum = together.sum(1).to(dtype)  # n of my stratum, among the cells used
+    others = torch.where(used, in_stratum - count, 0.0)  # cells of other batches there
+    z = 0.5 * others.sum()
+    within = torch.where(used, others / (count - 1 if unbiased else count).clamp_min(1.0), 0.0)
+    weights = torch.where(same, within[:, None], -together.to(dtype))
     if unbiased:
         weights.fill_diagonal_(0.0)
-    return weights / z.clamp_min(1e-12)
+    return weights / z.clamp_min(1.0)

@@ -259,15 +259,16 @@ class MMDPenalty(nn.Module):
         groups = batch_index.reshape(-1).long()
         neg_sq = _neg_sq_distances(z)
         strata = None
-        if self.clusters is not None:
+        if self.clusters is not None and self.clusters.is_shared:
+            # (dropped for the training once they split the batches: then all are compared)
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
-            if self.training and not self._frozen:
+            learning = self.training and not self._frozen
+            if learning:
                 self.clusters.update(codes)
-            clusters = self.clusters.assign(codes)
-            strata = shared_strata(groups, clusters, self.clusters.n_clusters)
-            if self.training and not self._frozen:
+            strata = shared_strata(groups, self.clusters.assign(codes), self.clusters.n_clusters)
+            if learning:
                 self.clusters.observe_purity(strata == self.clusters.n_clusters)
-            if not self.clusters.is_shared:  # the clusters split the batches: compare all
+            if not self.clusters.is_shared:  # decided at this step
                 strata = None
 
         def weights_for(codes):

@@ -111,7 +111,6 @@ class StrengthController(WeightRule):
         self.rate = math.log(self.max_weight / self.min_weight) / max(self.ramp_share * after, 1)
         self.step, self._warm = 0, []
         self._mean = self._var = 0.0
-        self.last_discrepancy = None
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
 
@@ -132,18 +131,9 @@ class StrengthController(WeightRule):
         """
         return self.phase_name != "nothing_to_correct"
 
-    def needs_null(self, step: int) -> bool:
-        """Every step while listening: the discrepancy subtracts its own minibatch's null
-        (paired, so the noise of the minibatch cancels).
-        """
-        return self.listening
-
-    def observe(self, mmd: float, null: float | None) -> None:
+    def observe(self, mmd: float, null: float) -> None:
         """Take one training step's MMD term and its permutation null; update the weight."""
-        if null is None:
-            return
         discrepancy = mmd - null
-        self.last_discrepancy = discrepancy
         if not math.isfinite(discrepancy):
             return  # a non-finite step is not evidence; the loss itself reports it
         self.step += 1

@@ -29,14 +29,8 @@ class WeightRule(nn.Module):
     def start(self, total_steps: int | float) -> None:
         """Called when a training of ``total_steps`` steps starts."""
 
-    def needs_null(self, step: int) -> bool:
-        """Whether training step ``step`` should compute the permutation null."""
-        return False
-
-    def observe(self, mmd: float, null: float | None) -> None:
-        """One training step's MMD term and its permutation null (``None`` on the steps
-        :meth:`needs_null` declined), while :attr:`listening`.
-        """
+    def observe(self, mmd: float, null: float) -> None:
+        """One training step's MMD term and its permutation null, while :attr:`listening`."""
 
 
 def validate_weight(value) -> float:

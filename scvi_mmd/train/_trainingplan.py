@@ -65,6 +65,7 @@ class MMDTrainingPlan(TrainingPlan):
         super().__init__(module, **kwargs)
         self.n_epochs_mmd_warmup = n_epochs_mmd_warmup
         self.n_steps_mmd_warmup = n_steps_mmd_warmup
+        self._pending: list[torch.Tensor] = []  # (mmd, null) of steps not yet read to the host
         self._reset_mmd_sums()
 
     def _reset_mmd_sums(self, mode: str | None = None) -> None:
@@ -76,7 +77,6 @@ class MMDTrainingPlan(TrainingPlan):
         if mode != "validation":
             self._weight_sum, self._weight_steps = 0.0, 0
             self._discrepancy_sum, self._discrepancy_steps = 0.0, 0
-            self._pending = getattr(self, "_pending", [])
 
     @property
     def mmd_warmup_scale(self) -> float:
@@ -105,10 +105,9 @@ class MMDTrainingPlan(TrainingPlan):
     #: GPU per this many steps, not one per step); the weight follows with that delay.
     observe_every = 8
 
-    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor | None) -> None:
-        """Queue this step's MMD term and null (NaN when not computed) for the weight rule."""
-        values = torch.stack([mmd.detach().float(), mmd.new_full((), float("nan")).float()
-                              if null is None else null.detach().float()])
+    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
+        """Queue this step's MMD term and null for the weight rule."""
+        values = torch.stack([mmd.detach().float(), null.detach().float()])
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values)
@@ -123,20 +122,17 @@ class MMDTrainingPlan(TrainingPlan):
             return
         rows, self._pending = torch.stack(self._pending).tolist(), []
         for mmd_value, null_value in rows:
-            rule = self.module.weight_rule
-            rule.observe(mmd_value, None if math.isnan(null_value) else null_value)
-            discrepancy = getattr(rule, "last_discrepancy", None)
-            if discrepancy is not None and math.isfinite(discrepancy):
-                self._discrepancy_sum += discrepancy
+            self.module.weight_rule.observe(mmd_value, null_value)
+            if math.isfinite(mmd_value - null_value):
+                self._discrepancy_sum += mmd_value - null_value
                 self._discrepancy_steps += 1
 
     def training_step(self, batch, batch_idx):
         """Training step with the weight rule's weight (ramped, if a ramp is set); the
-        permutation null is computed on the steps the rule asks for it.
+        permutation null is computed while the rule listens.
         """
         weight = self.mmd_weight
-        rule = self.module.weight_rule
-        self.loss_kwargs["compute_null"] = rule.listening and rule.needs_null(self.global_step)
+        self.loss_kwargs["compute_null"] = self.module.weight_rule.listening
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
@@ -168,7 +164,7 @@ class MMDTrainingPlan(TrainingPlan):
         extra = dict(loss_output.extra_metrics)
         mmd = extra.pop(MMD_LOSS_KEY, None)
         null = extra.pop(MMD_NULL_KEY, None)
-        if mode == "train" and mmd is not None and self.module.weight_rule.listening:
+        if mode == "train" and mmd is not None and null is not None:
             self._observe_discrepancy(mmd, null)
         if mmd is not None:
             n_obs = loss_output.n_obs_minibatch
