@@ -153,3 +153,27 @@ def test_null_batches_train_as_scvi(shifted):
     scvi_fit = fit(one, mmd_weight=0.0)
     np.testing.assert_array_equal(strength.get_latent_representation(),
                                   scvi_fit.get_latent_representation())
+
+
+def test_an_undecided_warmup_goes_on_and_then_corrects():
+    # a small discrepancy in noisy steps (many batches): not significant after 10 % of the
+    # training, significant with more steps; the warm-up doubles until it can tell
+    rng = np.random.default_rng(0)
+    controller = StrengthController(0.9)
+    controller.start(2000)  # warm-up 200 steps, at most 600
+    d = 0.04 + rng.normal(0, 0.2, 2000)
+    nulls = rng.normal(0, 0.1, 2000)
+    weights = run(controller, list(d[:200]), list(nulls[:200]))
+    assert controller.phase_name == "warmup" and max(weights) == 0.0
+    run(controller, list(d[200:600]), list(nulls[200:600]))
+    assert controller.phase_name == "control"
+    assert 200 < controller.warmup_steps <= 600
+    assert float(controller.baseline) == pytest.approx(0.04, abs=0.02)
+
+
+def test_an_undecided_warmup_ends_by_its_longest_share():
+    rng = np.random.default_rng(4)
+    controller = StrengthController(0.9)
+    controller.start(2000)
+    run(controller, list(rng.normal(0, 0.1, 600)), list(rng.normal(0, 0.1, 600)))
+    assert controller.phase_name == "nothing_to_correct" and controller.warmup_steps <= 600

@@ -1,6 +1,6 @@
 """Trade-off plots that read at a glance: one line per tunable method, labels that do not overlap.
 
-Used by :func:`scvi_mmd.cli.benchmark.plot_tradeoff` (``scvi-mmd sweep``) and by the benchmark
+Used by :func:`scvi_mmd.cli._plots.plot_tradeoff` (``scvi-mmd sweep``) and by the benchmark
 reports. Input is a summary table with one row per method and knob value (mean over seeds):
 
 * ``method``; ``knob_value`` (NaN for a method without a knob);

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -17,11 +16,11 @@ from scvi_mmd._defaults import (
 )
 from scvi_mmd.model._term import MMDTermMixin
 from scvi_mmd.model._validation import (
+    CheckedLoadMixin,
     check_batch_size,
     check_counts,
     check_not_empty,
     check_obs_column,
-    check_saved_model,
     last_minibatch_has_one_cell,
 )
 from scvi_mmd.module import MMDVAE
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class SCVIMMD(MMDTermMixin, SCVI):
+class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
     The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
@@ -298,33 +297,6 @@ class SCVIMMD(MMDTermMixin, SCVI):
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix=None, **kwargs):
-        """Load a saved model, as :meth:`scvi.model.base.BaseModelClass.load`.
-
-        A truncated or corrupt ``model.pt`` gives a :class:`ValueError` that names the file,
-        before torch tries to read it.
-        """
-        check_saved_model(dir_path, prefix)
-        return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
-
-    @classmethod
-    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args,
-                        **kwargs):
-        """Map query data onto a reference, as :meth:`scvi.model.base.ArchesMixin.load_query_data`.
-
-        A saved reference model is checked as in :meth:`load`, and the query's counts as in
-        :meth:`setup_anndata`, before any training.
-        """
-        if isinstance(reference_model, str | os.PathLike):
-            check_saved_model(str(reference_model), kwargs.get("prefix"))
-        if adata is not None:
-            check_not_empty(adata)
-        model = super().load_query_data(adata, reference_model, *args, **kwargs)
-        if adata is not None:
-            check_counts(adata, model.registry_["setup_args"].get("layer"))
-        return model
-
     def train(
         self,
         max_epochs: int | None = None,
@@ -375,23 +347,3 @@ class SCVIMMD(MMDTermMixin, SCVI):
     def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
         """Size of the training set, as scvi-tools' data splitter will compute it."""
         return n_train_cells(self.adata.n_obs, train_size, validation_size, batch_size)
-
-    def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
-        """Labels must be registered for the conditional MMD; return the unlabeled code."""
-        if not isinstance(mmd_conditional, bool):
-            raise ValueError(f"`mmd_conditional` must be True or False, got {mmd_conditional!r}.")
-        if not mmd_conditional:
-            return None
-        registry = registry if adata is None else self._get_most_recent_anndata_manager(
-            adata, required=True
-        ).registry
-        if registry["setup_args"].get("labels_key") is None:
-            raise ValueError(
-                "`mmd_conditional=True` needs cell-type labels: call "
-                "`SCVIMMD.setup_anndata(adata, batch_key=..., labels_key=...)` first."
-            )
-        unlabeled = registry["setup_args"].get("unlabeled_category")
-        if unlabeled is None:
-            return None
-        state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
-        return int(list(state["categorical_mapping"]).index(unlabeled))

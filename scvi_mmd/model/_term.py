@@ -145,3 +145,23 @@ class MMDTermMixin:
         for name in ("baseline", "baseline_se", "null_noise", "target", "weight"):
             state[name] = float(getattr(strength, name))
         return state
+
+    def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
+        """Labels must be registered for the conditional MMD; return the unlabeled code."""
+        if not isinstance(mmd_conditional, bool):
+            raise ValueError(f"`mmd_conditional` must be True or False, got {mmd_conditional!r}.")
+        if not mmd_conditional:
+            return None
+        registry = registry if adata is None else self._get_most_recent_anndata_manager(
+            adata, required=True
+        ).registry
+        if registry["setup_args"].get("labels_key") is None:
+            raise ValueError(
+                "`mmd_conditional=True` needs cell-type labels: call "
+                "`SCVIMMD.setup_anndata(adata, batch_key=..., labels_key=...)` first."
+            )
+        unlabeled = registry["setup_args"].get("unlabeled_category")
+        if unlabeled is None:
+            return None
+        state = registry["field_registries"][REGISTRY_KEYS.LABELS_KEY]["state_registry"]
+        return int(list(state["categorical_mapping"]).index(unlabeled))

@@ -191,3 +191,36 @@ def check_saved_model(dir_path: str, prefix: str | None = None) -> None:
             f"Could not read the saved model {path}: the file is corrupt (entry {bad!r} fails "
             "its checksum)."
         )
+
+
+class CheckedLoadMixin:
+    """``load`` and ``load_query_data`` of :class:`~scvi.model.base.BaseModelClass` /
+    :class:`~scvi.model.base.ArchesMixin`, with the saved model and the data checked first.
+    """
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix=None, **kwargs):
+        """Load a saved model, as :meth:`scvi.model.base.BaseModelClass.load`.
+
+        A truncated or corrupt ``model.pt`` gives a :class:`ValueError` that names the file,
+        before torch tries to read it.
+        """
+        check_saved_model(dir_path, prefix)
+        return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args,
+                        **kwargs):
+        """Map query data onto a reference, as :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        A saved reference model is checked as in :meth:`load`, and the query's counts as in
+        :meth:`setup_anndata`, before any training.
+        """
+        if isinstance(reference_model, str | os.PathLike):
+            check_saved_model(str(reference_model), kwargs.get("prefix"))
+        if adata is not None:
+            check_not_empty(adata)
+        model = super().load_query_data(adata, reference_model, *args, **kwargs)
+        if adata is not None:
+            check_counts(adata, model.registry_["setup_args"].get("layer"))
+        return model

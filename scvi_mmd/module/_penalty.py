@@ -258,30 +258,36 @@ class MMDPenalty(nn.Module):
         """
         groups = batch_index.reshape(-1).long()
         neg_sq = _neg_sq_distances(z)
-        strata = None
+        assigned = None
         if self.clusters is not None and self.clusters.is_shared:
             # (dropped for the training once they split the batches: then all are compared)
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
             learning = self.training and not self._frozen
             if learning:
                 self.clusters.update(codes)
-            strata = shared_strata(groups, self.clusters.assign(codes), self.clusters.n_clusters)
+            assigned = self.clusters.assign(codes)
             if learning:
-                self.clusters.observe_purity(strata == self.clusters.n_clusters)
+                self.clusters.observe_purity(
+                    shared_strata(groups, assigned, self.clusters.n_clusters)
+                    == self.clusters.n_clusters)
             if not self.clusters.is_shared:  # decided at this step
-                strata = None
+                assigned = None
 
         def weights_for(codes):
+            # the strata depend on the labels: the null's come from its permuted labels
+            strata = None if assigned is None else shared_strata(
+                codes, assigned, self.clusters.n_clusters)
             ignore = padding
             if self.selector is not None:
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
                 ignore = unmatched if ignore is None else ignore | unmatched
-            return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
-                                  unbiased=self.mode == "unbiased")
+            return strata, pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
+                                          unbiased=self.mode == "unbiased")
 
-        extra = weights_for(groups[self._null_order(groups)]) if with_null else None
+        extra = weights_for(groups[self._null_order(groups)])[1] if with_null else None
+        strata, weights = weights_for(groups)
         # the bandwidth follows the distances within the strata (the scale of a cell type)
-        result = weighted_kernel_sum(z, weights_for(groups), self.gamma(z, strata),
+        result = weighted_kernel_sum(z, weights, self.gamma(z, strata),
                                      neg_sq=neg_sq, symmetric=True, extra_weights=extra)
         if with_null:
             return tuple(v if v.dim() == 0 else v.mean() for v in result)

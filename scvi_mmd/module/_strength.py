@@ -16,7 +16,10 @@ differ (``s = 1``), on a log scale (the discrepancy spans decades between the tw
    reads when the batches do not differ.
 2. **Nothing to correct.** If ``D0`` is within ``null_z`` standard errors of 0, or below
    ``nu``, the batches are indistinguishable by the minibatch statistic already: the weight
-   stays 0 and the model trains as scVI to the end.
+   stays 0 and the model trains as scVI to the end. When the measurement cannot yet tell
+   (``D0`` not significant, but ``D0 + null_z`` standard errors above ``nu``: with many batches
+   a minibatch holds few cells of each and ``D`` is noisy), the warm-up goes on, doubling,
+   up to ``max_warmup_share`` of the training, and decides then.
 3. **Control.** Otherwise the weight follows dual ascent on the constraint
    ``E[D] <= target`` in log space (as GECO, Rezende & Viola 2018):
    ``log w += rate * clip(log(D_ema / target), -1, 1)``, with ``D_ema`` an exponential moving
@@ -61,6 +64,8 @@ class StrengthController(WeightRule):
         Share ``s`` in ``[0, 1]`` of the warm-up discrepancy that training removes.
     warmup_share
         Share of the training steps trained at weight 0 to measure the baseline.
+    max_warmup_share
+        Longest warm-up, as a share of the training steps, while the baseline is undecided.
     min_warmup_steps
         Fewest warm-up steps (a shorter training stays at weight 0).
     ramp_share
@@ -82,6 +87,7 @@ class StrengthController(WeightRule):
         self,
         strength: float,
         warmup_share: float = 0.1,
+        max_warmup_share: float = 0.3,
         min_warmup_steps: int = 20,
         ramp_share: float = 1.0,
         min_weight: float = 0.1,
@@ -92,7 +98,7 @@ class StrengthController(WeightRule):
     ):
         super().__init__()
         self.strength = validate_strength(strength)
-        self.warmup_share = warmup_share
+        self.warmup_share, self.max_warmup_share = warmup_share, max_warmup_share
         self.min_warmup_steps = min_warmup_steps
         self.ramp_share = ramp_share
         self.min_weight, self.max_weight = min_weight, max_weight
@@ -107,8 +113,10 @@ class StrengthController(WeightRule):
         """Reset for a training of ``total_steps`` steps (the warm-up starts again)."""
         total = int(total_steps) if math.isfinite(total_steps) else 0
         self.warmup_steps = max(self.min_warmup_steps, math.ceil(self.warmup_share * total))
-        after = max(total - self.warmup_steps, 1)
-        self.rate = math.log(self.max_weight / self.min_weight) / max(self.ramp_share * after, 1)
+        self.max_warmup_steps = max(self.warmup_steps, math.ceil(self.max_warmup_share * total))
+        self._decide_at = self.warmup_steps
+        self.total_steps = total
+        self._set_rate()
         self.step, self._warm = 0, []
         self._mean = self._var = 0.0
         self._log_weight = None  # None: weight 0
@@ -141,8 +149,8 @@ class StrengthController(WeightRule):
         if phase == "warmup":
             if self.step > self.warmup_steps // 2:
                 self._warm.append((discrepancy, null))
-            if self.step >= self.warmup_steps:
-                self._end_warmup()
+            if self.step >= self._decide_at:
+                self._end_warmup(final=self.step >= self.max_warmup_steps)
             return
         if phase == "nothing_to_correct":
             return
@@ -165,7 +173,7 @@ class StrengthController(WeightRule):
             self._log_weight = None
         self._set(weight=self.current_weight)
 
-    def _end_warmup(self) -> None:
+    def _end_warmup(self, final: bool = True) -> None:
         values = torch.tensor(self._warm or [(0.0, 0.0)], dtype=torch.float64)
         d, null = values[:, 0], values[:, 1]
         d0 = float(d.mean())
@@ -173,12 +181,23 @@ class StrengthController(WeightRule):
         se = float(d.std()) / math.sqrt(len(values)) if enough else math.inf
         # the null noise of the moving average the controller reads (not of one minibatch)
         nu = float(null.std()) * math.sqrt(self.ema / (2 - self.ema)) if enough else 0.0
+        corrects = d0 > self.null_z * se and d0 > nu > 0
+        if not corrects and not final and d0 + self.null_z * se > nu:
+            # undecided: a longer warm-up (few looks: the next at twice the steps)
+            self._decide_at = min(2 * self._decide_at, self.max_warmup_steps)
+            return
+        self.warmup_steps = self.step  # the warm-up it took
+        self._set_rate()
         self._mean = d0
         self._var = float(d.var()) if enough else 0.0
-        corrects = d0 > self.null_z * se and d0 > nu > 0
         target = nu * (d0 / nu) ** (1 - self.strength) if corrects else d0
         self._set(baseline=d0, baseline_se=se, null_noise=nu, target=target,
                   phase=PHASES.index("control" if corrects else "nothing_to_correct"))
+
+    def _set_rate(self) -> None:
+        """The rate that lets the weight cross its range in ``ramp_share`` of the steps left."""
+        after = max(self.total_steps - self.warmup_steps, 1)
+        self.rate = math.log(self.max_weight / self.min_weight) / max(self.ramp_share * after, 1)
 
     def _set(self, **values: float) -> None:
         for name, value in values.items():
