@@ -106,6 +106,10 @@ def test_summary_shows_mmd_settings(synthetic, capsys):
     assert "SCVIMMD model" in text
     assert "mmd_mode: fast" in text and "mmd_weight: 2.0" in text
     assert "mmd_kernel_gamma: 0.5" in text
+    print(make_model(synthetic))  # the defaults as resolved, not None
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mmd_pairs: pooled" in text and "mmd_clusters: 16" in text
+    assert "mmd_guard: False" in text
 
 
 def test_mmd_warmup(synthetic):
