@@ -5,8 +5,8 @@ Usage::
     python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 batches over the same cells
     python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
-    python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Mono 5x more in STIM, B in
-                                                       # CTRL only (../shared/data)
+    python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Monocytes 5x more in STIM,
+                                                       # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
 
 Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
@@ -53,10 +53,14 @@ def kang_shifted(seed: int, shift: bool = True):
         return adata
     rng = np.random.default_rng(seed)
     ctype, batch = adata.obs["cell_type"].astype(str), adata.obs["batch"].astype(str)
+    mono, b_cells = "CD14+ Monocytes", "B cells"
+    missing = {mono, b_cells} - set(ctype)
+    if missing:  # a shift that removes nothing would be Kang as it is, under another name
+        raise ValueError(f"{KANG} has no cell type {sorted(missing)}: {sorted(set(ctype))}")
     keep = np.ones(adata.n_obs, bool)
-    mono_ctrl = np.flatnonzero((ctype == "CD14+ Mono").to_numpy() & (batch == "CTRL").to_numpy())
+    mono_ctrl = np.flatnonzero((ctype == mono).to_numpy() & (batch == "CTRL").to_numpy())
     keep[rng.choice(mono_ctrl, int(len(mono_ctrl) * 0.8), replace=False)] = False
-    keep[((ctype == "B") & (batch == "STIM")).to_numpy()] = False
+    keep[((ctype == b_cells) & (batch == "STIM")).to_numpy()] = False
     adata = adata[keep].copy()
     sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
                                 batch_key="batch", subset=True)

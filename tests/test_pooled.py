@@ -129,7 +129,7 @@ def test_fused_null_equals_the_separate_null(guard):
 
 
 def test_shared_strata_keep_shared_clusters_and_pool_the_others():
-    from scvi_mmd.module._penalty import shared_strata
+    from scvi_mmd.module._clusters import shared_strata
 
     groups = torch.tensor([0, 0, 1, 1, 0, 0, 1, 2])
     clusters = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3])

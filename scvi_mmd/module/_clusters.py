@@ -1,7 +1,7 @@
 """Label-free strata of the latent space: mini-batch k-means updated as training goes.
 
 The pooled MMD compares batches within the clusters that several batches share
-(:func:`~scvi_mmd.module._penalty.shared_strata`, :func:`~scvi_mmd.mmd.pooled_weights`), so
+(:func:`~scvi_mmd.module._clusters.shared_strata`, :func:`~scvi_mmd.mmd.pooled_weights`), so
 that batches whose cell-type mixes differ are not pulled onto each other: the share of a
 cluster in a batch is not a discrepancy, only a shift of the batches within it is.
 """
@@ -126,3 +126,20 @@ class OnlineKMeans(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_clusters={self.n_clusters}, memory={self.memory:g}"
+
+
+def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """Strata of the pooled MMD: the clusters that hold cells of two batches or more in the
+    minibatch, and one more stratum (code ``n_clusters``) for the cells of the others.
+
+    Within a shared cluster, batches are compared like with like (a cell type with itself), at
+    the scale of the cluster, and the cluster's share in each batch is not a discrepancy. A
+    cluster that only one batch has is either a type only that batch has or a type that the
+    batch effect has split by batch (as when batches are far apart in scVI's latent space);
+    its cells are compared with the other such cells, across batches, so that the second case
+    is corrected (and the first, alone in its stratum, is left alone). Counts come from an
+    ``n x n`` comparison: ``O(n^2)`` whatever the number of batches.
+    """
+    groups, clusters = groups.reshape(-1), clusters.reshape(-1)
+    other_batch = (clusters[:, None] == clusters[None, :]) & (groups[:, None] != groups[None, :])
+    return torch.where(other_batch.any(dim=1), clusters, n_clusters)

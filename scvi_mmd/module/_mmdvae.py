@@ -106,7 +106,7 @@ class MMDVAE(VAE):
         the kernel's median bandwidth taken within them, so that a batch effect left inside
         cell types is seen whatever the number of batches and batches whose cell-type mixes
         differ are not pulled onto each other
-        (see :func:`~scvi_mmd.module._penalty.shared_strata`). ``None`` (default):
+        (see :func:`~scvi_mmd.module._clusters.shared_strata`). ``None`` (default):
         16 (``scvi_mmd._defaults.DEFAULT_CLUSTERS``) with the pooled MMD, none otherwise;
         ``0``: no clusters.
     mmd_ddp_gather

@@ -26,7 +26,7 @@ from scvi_mmd.mmd import (
     weighted_kernel_sum,
 )
 from scvi_mmd.mmd._kernels import _neg_sq_distances
-from scvi_mmd.module._clusters import OnlineKMeans
+from scvi_mmd.module._clusters import OnlineKMeans, shared_strata
 from scvi_mmd.module._guard import MutualNeighbourGuard, validate_guard_neighbors
 
 #: The choices of each setting, defined once (the command line reads them from here).
@@ -43,23 +43,6 @@ def _is_number(value) -> bool:
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
-
-
-def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int) -> torch.Tensor:
-    """Strata of the pooled MMD: the clusters that hold cells of two batches or more in the
-    minibatch, and one more stratum (code ``n_clusters``) for the cells of the others.
-
-    Within a shared cluster, batches are compared like with like (a cell type with itself), at
-    the scale of the cluster, and the cluster's share in each batch is not a discrepancy. A
-    cluster that only one batch has is either a type only that batch has or a type that the
-    batch effect has split by batch (as when batches are far apart in scVI's latent space);
-    its cells are compared with the other such cells, across batches, so that the second case
-    is corrected (and the first, alone in its stratum, is left alone). Counts come from an
-    ``n x n`` comparison: ``O(n^2)`` whatever the number of batches.
-    """
-    groups, clusters = groups.reshape(-1), clusters.reshape(-1)
-    other_batch = (clusters[:, None] == clusters[None, :]) & (groups[:, None] != groups[None, :])
-    return torch.where(other_batch.any(dim=1), clusters, n_clusters)
 
 
 def _world_size() -> int:
@@ -266,10 +249,9 @@ class MMDPenalty(nn.Module):
             if learning:
                 self.clusters.update(codes)
             assigned = self.clusters.assign(codes)
-            if learning:
-                self.clusters.observe_purity(
-                    shared_strata(groups, assigned, self.clusters.n_clusters)
-                    == self.clusters.n_clusters)
+            if learning:  # the cells of clusters no other batch shares in the minibatch
+                k = self.clusters.n_clusters
+                self.clusters.observe_purity(shared_strata(groups, assigned, k) == k)
             if not self.clusters.is_shared:  # decided at this step
                 assigned = None
 
