@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from scvi_mmd import DEFAULT_STRENGTH
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
 
@@ -54,11 +56,5 @@ def test_committed_tutorial_is_small_has_outputs_and_uses_the_default():
     errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors
     source = "".join("".join(c["source"]) for c in code)
-    assert "models = {\"default (s = 0.9)\": fit()}" in source  # the default, no arguments
-    assert scvi_mmd_default() == 0.9
-
-
-def scvi_mmd_default() -> float:
-    from scvi_mmd import DEFAULT_STRENGTH
-
-    return DEFAULT_STRENGTH
+    # the default, no arguments, labelled with the strength it has
+    assert f'models = {{"default (s = {DEFAULT_STRENGTH:g})": fit()}}' in source

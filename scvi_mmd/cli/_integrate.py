@@ -95,7 +95,7 @@ def integrate(args) -> int:
             "mmd_weight": "strength" if args.mmd_weight is None else args.mmd_weight,
             "final_mmd_weight": model.mmd_weight,
             "mmd_guard": model.module.mmd_guard is not None,
-            "mmd_clusters": getattr(model.module.penalty.clusters, "n_clusters", 0),
+            "mmd_clusters": model.module.mmd_clusters,
             "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
             "mmd_kernel_scales": str(args.mmd_kernel_scales),
             "mmd_pairs": model.module.mmd_pairs,
@@ -134,7 +134,7 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
             f"{label_purity(latent, adata.obs[labels_key].to_numpy()):.3f}  "
             "(higher = types better apart)"
         )
-    clusters = getattr(model.module.penalty.clusters, "n_clusters", 0)
+    clusters = model.module.mmd_clusters
     lines.append(f"  batches compared within {clusters} clusters of the latent space"
                  if clusters else "  batches compared over the whole latent space")
     lines.append("  guard against over-correction: "

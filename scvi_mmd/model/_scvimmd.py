@@ -200,15 +200,15 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
                 UserWarning,
                 stacklevel=settings.warnings_stacklevel,
             )
-        penalty = getattr(self.module, "penalty", None)  # the settings as resolved
+        module = self.module  # the settings as resolved (the arguments, before the module)
         self._model_summary_string = (
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")
             + (f", mmd_weight: {mmd_weight}" if mmd_weight is not None
                else f", mmd_strength: {mmd_strength if mmd_strength is not None else 'default'}")
-            + f", mmd_mode: {mmd_mode}, mmd_pairs: {penalty.pairs if penalty else mmd_pairs}, "
-            f"mmd_clusters: {getattr(getattr(penalty, 'clusters', None), 'n_clusters', 0)}, "
+            + f", mmd_mode: {mmd_mode}, mmd_pairs: {module.mmd_pairs if module else mmd_pairs}, "
+            f"mmd_clusters: {module.mmd_clusters if module else mmd_clusters}, "
             f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_conditional: {mmd_conditional}, "
-            f"mmd_guard: {penalty.selector is not None if penalty else mmd_guard}."
+            f"mmd_guard: {module.mmd_guard is not None if module else mmd_guard}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())

@@ -136,6 +136,12 @@ class MMDVAE(VAE):
     mmd_guard = _from_penalty("guard", "The guard (or ``None``).")
     mmd_ddp_gather = _from_penalty("ddp_gather", "Whether codes are gathered under DDP.")
 
+    @property
+    def mmd_clusters(self) -> int:
+        """The number of latent clusters the pooled MMD compares batches within (0: none)."""
+        clusters = self.penalty.clusters
+        return 0 if clusters is None else clusters.n_clusters
+
     def __init__(
         self,
         n_input: int,

@@ -241,33 +241,34 @@ class MMDPenalty(nn.Module):
         """
         groups = batch_index.reshape(-1).long()
         neg_sq = _neg_sq_distances(z)
-        assigned = None
+        assigned = strata = None
         if self.clusters is not None and self.clusters.is_shared:
             # (dropped for the training once they split the batches: then all are compared)
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
             learning = self.training and not self._frozen
             if learning:
                 self.clusters.update(codes)
-            assigned = self.clusters.assign(codes)
+            assigned, k = self.clusters.assign(codes), self.clusters.n_clusters
+            strata = shared_strata(groups, assigned, k)
             if learning:  # the cells of clusters no other batch shares in the minibatch
-                k = self.clusters.n_clusters
-                self.clusters.observe_purity(shared_strata(groups, assigned, k) == k)
+                self.clusters.observe_purity(strata == k)
             if not self.clusters.is_shared:  # decided at this step
-                assigned = None
+                assigned = strata = None
 
-        def weights_for(codes):
-            # the strata depend on the labels: the null's come from its permuted labels
-            strata = None if assigned is None else shared_strata(
-                codes, assigned, self.clusters.n_clusters)
+        def weights_for(codes, strata):
             ignore = padding
             if self.selector is not None:
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
                 ignore = unmatched if ignore is None else ignore | unmatched
-            return strata, pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
-                                          unbiased=self.mode == "unbiased")
+            return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
+                                  unbiased=self.mode == "unbiased")
 
-        extra = weights_for(groups[self._null_order(groups)])[1] if with_null else None
-        strata, weights = weights_for(groups)
+        extra = None
+        if with_null:  # the strata depend on the labels: the null's come from its own
+            permuted = groups[self._null_order(groups)]
+            extra = weights_for(permuted, None if assigned is None else shared_strata(
+                permuted, assigned, self.clusters.n_clusters))
+        weights = weights_for(groups, strata)
         # the bandwidth follows the distances within the strata (the scale of a cell type)
         result = weighted_kernel_sum(z, weights, self.gamma(z, strata),
                                      neg_sq=neg_sq, symmetric=True, extra_weights=extra)
