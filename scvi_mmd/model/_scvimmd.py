@@ -14,6 +14,7 @@ from scvi_mmd._defaults import (
     DEFAULT_KERNEL_GAMMA,
     DEFAULT_MODE,
 )
+from scvi_mmd.model._backed import BackedDataMixin
 from scvi_mmd.model._term import MMDTermMixin
 from scvi_mmd.model._validation import (
     CheckedLoadMixin,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
+class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
     The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
@@ -314,7 +315,9 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
         Before training, ``batch_size`` is checked: an integer ``< 2`` is a
         :class:`ValueError` (batch normalisation needs two cells); if the training set would
         leave a single cell in its last minibatch, that minibatch is dropped each epoch (a
-        different cell each time) instead of failing in torch.
+        different cell each time) instead of failing in torch. A backed AnnData (matrix on
+        disk) trains from a :class:`~scvi_mmd.data.ChunkedDataModule` (``datasplitter_kwargs``
+        go to it), which reads contiguous runs of rows.
 
         Parameters
         ----------
@@ -326,6 +329,9 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
             :class:`~scvi_mmd.train.MMDTrainingPlan`).
         """
         check_batch_size(batch_size)
+        if datamodule is None:  # a backed AnnData: minibatches read in chunks of rows
+            datamodule = self._backed_datamodule(batch_size, train_size, validation_size,
+                                                 datasplitter_kwargs)
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         drop_last = datasplitter_kwargs.get("drop_last", False)
         if (datamodule is None and self.adata is not None and not drop_last
@@ -334,16 +340,10 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, SCVI):
             if last_minibatch_has_one_cell(n_train, batch_size):
                 logger.info("The last training minibatch would hold one cell: it is dropped.")
                 datasplitter_kwargs["drop_last"] = True
-        result = super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            train_size=train_size,
-            validation_size=validation_size,
-            datasplitter_kwargs=datasplitter_kwargs,
-            datamodule=datamodule,
-            **kwargs,
-        )
-        return result
+        return super().train(max_epochs=max_epochs, batch_size=batch_size,
+                             train_size=train_size, validation_size=validation_size,
+                             datasplitter_kwargs=datasplitter_kwargs, datamodule=datamodule,
+                             **kwargs)
 
     def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
         """Size of the training set, as scvi-tools' data splitter will compute it."""
