@@ -61,7 +61,7 @@ def test_integrate_happy_path(h5ad, tmp_path, capsys):
     assert result.obs.equals(original.obs)
     # the default: the library's default strength, the pooled MMD within clusters
     record = result.uns["scvi_mmd"]
-    assert record["mmd_weight"] == "strength" and not record["mmd_guard"]
+    assert record["mmd_weight"] == "strength" and record["mmd_guard"] == "unshared clusters"
     assert record["mmd_pairs"] == "pooled" and record["mmd_clusters"] == 16
     assert record["strength"]["strength"] == DEFAULT_STRENGTH
     assert record["mmd_mode"] == "unbiased" and "auto" not in record and "curve" not in record
@@ -90,7 +90,7 @@ def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
     assert code == 0
     assert "guard against over-correction: off" in capsys.readouterr().out
     record = anndata.read_h5ad(out).uns["scvi_mmd"]
-    assert record["mmd_weight"] == 100.0 and not record["mmd_guard"]
+    assert record["mmd_weight"] == 100.0 and record["mmd_guard"] == "none"
     assert "auto" not in record and "curve" not in record
 
 

@@ -145,8 +145,11 @@ def test_a_cell_type_one_batch_lacks_has_no_mutual_neighbour_even_after_a_shift(
 
 def test_guard_defaults_and_bad_settings():
     # the default compares batches within clusters, which keep types some batches lack apart;
-    # the guard is the default without clusters (and with pairs)
-    assert MMDVAE(n_input=5, n_batch=2).mmd_guard is None
+    # the guard is the default: with clusters for the cells of unshared clusters only
+    assert MMDVAE(n_input=5, n_batch=2).mmd_guard_scope == "unshared clusters"
+    assert MMDVAE(n_input=5, n_batch=2, mmd_guard=True).mmd_guard_scope == "all"
+    assert MMDVAE(n_input=5, n_batch=2, mmd_clusters=0).mmd_guard_scope == "all"
+    assert MMDVAE(n_input=5, n_batch=2, mmd_guard=False).mmd_guard_scope == "none"
     assert MMDVAE(n_input=5, n_batch=2, mmd_clusters=0).mmd_guard is not None
     assert MMDVAE(n_input=5, n_batch=2, mmd_pairs="sequential").mmd_guard is not None
     assert MMDVAE(n_input=5, n_batch=2, mmd_mode="normal", mmd_clusters=0).mmd_guard is not None

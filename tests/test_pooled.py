@@ -149,3 +149,34 @@ def test_clusters_that_split_the_batches_are_dropped_early():
     for _ in range(2):
         kmeans.observe_purity(torch.tensor([True, False, False, False]))
     assert bool(kmeans.shared)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_default_guard_checks_only_the_cells_of_unshared_clusters(seed):
+    from scvi_mmd.module import MMDPenalty
+    from scvi_mmd.module._clusters import shared_strata
+
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [20.0, 20.0], [-20.0, 0.0]],
+                           dtype=torch.float64)
+    cluster = torch.randint(0, 5, (100,), generator=gen)
+    z = centres[cluster] + torch.randn(100, 2, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 3, (100,), generator=gen)
+    groups[cluster == 3], groups[cluster == 4] = 0, 1  # clusters one batch alone has
+    values = {}
+    for guard in (None, True, False):
+        penalty = MMDPenalty(3, pairs="pooled", clusters=5, n_latent=2, kernel_gamma=1.0,
+                             guard=guard).double().eval()
+        penalty.clusters.centroids.copy_(centres)
+        penalty.clusters.filled.fill_(True)
+        values[guard] = float(penalty(z, groups))
+    assert penalty.guard_scope == "none"
+    strata = shared_strata(groups, penalty.clusters.assign(z), 5)  # (a few cross the lines)
+    unmatched = ~mutual_neighbours_pooled(groups, -torch.cdist(z, z).square(), 3)
+    assert unmatched[strata < 5].any() and unmatched[strata == 5].all()
+    for guard, ignored in ((None, unmatched & (strata == 5)), (True, unmatched),
+                           (False, torch.zeros_like(unmatched))):
+        kept = ~ignored
+        expected = _slow_pooled(z[kept], groups[kept], 1.0, strata=strata[kept])
+        assert values[guard] == pytest.approx(expected, rel=1e-9)
+    assert len({round(v, 12) for v in values.values()}) == 3  # three different selections

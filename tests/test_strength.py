@@ -88,7 +88,7 @@ def test_default_is_the_strength_with_the_recommended_kernel(synthetic):
     assert module.mmd_mode == "unbiased" and module.mmd_kernel_gamma == "median"
     assert module.mmd_kernel_scales == [0.25, 0.5, 1.0, 2.0, 4.0]
     assert module.mmd_pairs == "pooled" and module.penalty.clusters.n_clusters == 16
-    assert module.mmd_guard is None  # the clusters keep types some batches lack apart
+    assert module.mmd_guard_scope == "unshared clusters"  # where types some batches lack go
     assert SCVIMMD(synthetic, mmd_clusters=0).module.mmd_guard is not None
     original = SCVIMMD(synthetic, mmd_weight=10.0, **ORIGINAL_DESIGN).module
     assert original.strength is None and original.mmd_weight == 10.0

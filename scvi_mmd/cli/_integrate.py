@@ -94,7 +94,7 @@ def integrate(args) -> int:
             "labels_key": str(labels_key) if args.label_aware else "",
             "mmd_weight": "strength" if args.mmd_weight is None else args.mmd_weight,
             "final_mmd_weight": model.mmd_weight,
-            "mmd_guard": model.module.mmd_guard is not None,
+            "mmd_guard": model.module.mmd_guard_scope,
             "mmd_clusters": model.module.mmd_clusters,
             "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
             "mmd_kernel_scales": str(args.mmd_kernel_scales),
@@ -137,9 +137,9 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
     clusters = model.module.mmd_clusters
     lines.append(f"  batches compared within {clusters} clusters of the latent space"
                  if clusters else "  batches compared over the whole latent space")
-    lines.append("  guard against over-correction: "
-                 + ("on (mutual nearest neighbours)" if model.module.mmd_guard is not None
-                    else "off"))
+    scope = model.module.mmd_guard_scope
+    lines.append("  guard against over-correction: " + (
+        "off" if scope == "none" else f"on (mutual nearest neighbours; cells checked: {scope})"))
     state = model.mmd_strength_state
     if state is not None:
         lines.append(f"  strength {state['strength']:g}: " + (

@@ -23,11 +23,11 @@ import scipy.sparse as sp
 import torch
 from lightning.pytorch import LightningDataModule
 from scvi.data import AnnTorchDataset
-from torch.utils.data import DataLoader, IterableDataset
 
 
-def read_rows(data, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (sorted, unique) of a registered field, as a dense array.
+def read_rows(data, rows: np.ndarray):
+    """Rows ``rows`` (sorted, unique) of a registered field: a CSR matrix if the field is
+    sparse (made dense a minibatch at a time), else an array.
 
     A backed matrix is read one contiguous run of rows at a time; an in-memory one is indexed.
     """
@@ -40,12 +40,14 @@ def read_rows(data, rows: np.ndarray) -> np.ndarray:
         starts, stops = rows[np.r_[0, breaks]], rows[np.r_[breaks - 1, len(rows) - 1]] + 1
         parts = [data[int(a):int(b)] for a, b in zip(starts, stops, strict=True)]
         block = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.concatenate(parts)
-    return block.toarray() if sp.issparse(block) else np.asarray(block)
+    return block.tocsr() if sp.issparse(block) else np.asarray(block)
 
 
-class _Rows(IterableDataset):
+class _Rows:
     """Minibatches (dicts of tensors, as :class:`scvi.dataloaders.AnnDataLoader` gives) of the
-    cells ``rows``: shuffled by chunks and buffers, or in the order given.
+    cells ``rows``: shuffled by chunks and buffers, or in the order given. An iterable with a
+    length, which Lightning takes as a data loader (the reading is in this process: h5py files
+    are not shared with workers).
     """
 
     def __init__(self, dataset: AnnTorchDataset, rows: np.ndarray, batch_size: int,
@@ -86,8 +88,9 @@ class _Rows(IterableDataset):
         for block, order in self._buffers():
             values = {key: read_rows(data, block)[order] for key, (data, _) in self.fields.items()}
             if carry is not None:
-                values = {key: np.concatenate([carry[key], v]) for key, v in values.items()}
-            n = len(next(iter(values.values())))
+                values = {key: sp.vstack([carry[key], v], format="csr") if sp.issparse(v)
+                          else np.concatenate([carry[key], v]) for key, v in values.items()}
+            n = next(iter(values.values())).shape[0]
             full = n - n % self.batch_size
             for start in range(0, full, self.batch_size):
                 yield self._tensors(values, slice(start, start + self.batch_size))
@@ -96,8 +99,12 @@ class _Rows(IterableDataset):
             yield self._tensors(carry, slice(None))
 
     def _tensors(self, values, where) -> dict[str, torch.Tensor]:
-        return {key: torch.from_numpy(np.ascontiguousarray(values[key][where], dtype=dtype))
-                for key, (_, dtype) in self.fields.items()}
+        out = {}
+        for key, (_, dtype) in self.fields.items():
+            value = values[key][where]
+            value = value.toarray() if sp.issparse(value) else value
+            out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))
+        return out
 
 
 class ChunkedDataModule(LightningDataModule):
@@ -118,7 +125,7 @@ class ChunkedDataModule(LightningDataModule):
         Rows read together, from one place in the file.
     chunks_per_buffer
         Chunks read before they are shuffled together into minibatches (memory:
-        ``chunk_size * chunks_per_buffer`` dense rows).
+        ``chunk_size * chunks_per_buffer`` rows, kept sparse if the matrix is).
     seed
         Seed of the split and of the shuffles (``None``: ``scvi.settings.seed``).
     drop_last
@@ -154,26 +161,25 @@ class ChunkedDataModule(LightningDataModule):
         self._dataset = AnnTorchDataset(adata_manager)
         self._epochs = itertools.count()  # each epoch its own shuffle, whichever loader
 
-    def _loader(self, rows, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        return DataLoader(_Rows(self._dataset, rows, self.batch_size, shuffle, self.chunk_size,
-                                self.chunks_per_buffer, self.seed, drop_last, self._epochs),
-                          batch_size=None)
+    def _loader(self, rows, shuffle: bool, drop_last: bool = False) -> _Rows:
+        return _Rows(self._dataset, rows, self.batch_size, shuffle, self.chunk_size,
+                     self.chunks_per_buffer, self.seed, drop_last, self._epochs)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> _Rows:
         """Shuffled minibatches of the training cells."""
         return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> _Rows | list:
         """Minibatches of the validation cells (none with ``train_size=1``)."""
         return self._loader(self.val_idx, shuffle=False) if self.n_val else []
 
 
 def ordered_loader(adata_manager, indices=None, batch_size: int = 128,
-                   buffer_rows: int = 16384) -> DataLoader:
+                   buffer_rows: int = 16384):
     """Minibatches of the cells ``indices`` (all: ``None``) in their order, read in runs of
     rows: what the model's inference methods use for a backed AnnData.
     """
     rows = np.arange(adata_manager.adata.n_obs) if indices is None else np.asarray(indices)
     chunks = max(1, buffer_rows // batch_size)
-    return DataLoader(_Rows(AnnTorchDataset(adata_manager), rows, batch_size, False, batch_size,
-                            chunks, 0, False), batch_size=None)
+    return _Rows(AnnTorchDataset(adata_manager), rows, batch_size, False, batch_size, chunks, 0,
+                 False)

@@ -31,7 +31,8 @@ class BackedDataMixin:
         """As scvi-tools, except for a backed AnnData read in order: runs of rows."""
         manager = self.get_anndata_manager(adata)
         if (manager is not None and manager.adata.isbacked and not shuffle
-                and data_loader_class is None and not data_loader_kwargs.get("distributed_sampler")):
+                and data_loader_class is None
+                and not data_loader_kwargs.get("distributed_sampler")):
             from scvi import settings
 
             from scvi_mmd.data import ordered_loader

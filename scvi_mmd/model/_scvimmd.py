@@ -105,11 +105,13 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
         (Haghverdi et al., 2018, Nature Biotechnology), so a cell type that some batches lack
         is not pulled onto other types, while shared types are aligned as with the plain MMD
         (:class:`~scvi_mmd.module.MutualNeighbourGuard`). ``None`` (default): on with the
-        exact estimators (``"normal"``, ``"unbiased"``) without clusters; off with clusters
-        (the default: they keep such types apart, and with 64 batches the guard hid the batch
-        effect from the controller), with ``"fast"`` (it needs the ``n x n`` distances the
-        fast estimator avoids) and with ``mmd_conditional`` (labels win). ``False``: the
-        plain MMD over all cells (the original design).
+        exact estimators (``"normal"``, ``"unbiased"``); with clusters (the default), only for
+        the cells of clusters one batch alone has in the minibatch (there a type other
+        batches lack and a type the batch effect split look alike, and only the second has
+        mutual neighbours; on all cells, the guard hid a 64-batch effect from the
+        controller); off with ``"fast"`` (it needs the ``n x n`` distances) and with
+        ``mmd_conditional`` (labels win). ``True``: on all cells. ``False``: the plain MMD
+        over all cells (the original design).
     n_hidden
         Number of nodes per hidden layer.
     n_latent
@@ -209,7 +211,7 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
             + f", mmd_mode: {mmd_mode}, mmd_pairs: {module.mmd_pairs if module else mmd_pairs}, "
             f"mmd_clusters: {module.mmd_clusters if module else mmd_clusters}, "
             f"mmd_kernel_gamma: {mmd_kernel_gamma}, mmd_conditional: {mmd_conditional}, "
-            f"mmd_guard: {module.mmd_guard is not None if module else mmd_guard}."
+            f"mmd_guard: {module.mmd_guard_scope if module else mmd_guard}."
         )
         # SCVI.__init__ recorded its own locals: record ours for save/load.
         self.init_params_ = self._get_init_params(locals())
@@ -274,13 +276,9 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
             check_obs_column(adata, key)
         check_counts(adata, layer)
         setup_method_args = cls._get_setup_method_args(**locals())
-        labels_field = (
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key)
-            if unlabeled_category is None
-            else LabelsWithUnlabeledObsField(
-                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
-            )
-        )
+        labels_field = (CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key)
+                        if unlabeled_category is None else LabelsWithUnlabeledObsField(
+                            REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category))
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),

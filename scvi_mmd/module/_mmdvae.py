@@ -88,10 +88,11 @@ class MMDVAE(VAE):
         (:class:`~scvi_mmd.module.MutualNeighbourGuard`): each batch pair's MMD compares only
         the cells that have a mutual nearest neighbour in the other batch of the minibatch
         (Haghverdi et al., 2018), so a cell type that one batch lacks is not pulled onto other
-        types. ``None`` (default): on with the exact estimators without clusters; off with
-        clusters (they keep such types apart, and with 64 batches the guard hid the batch
-        effect), with ``"fast"`` (it needs the ``n x n`` distances) and with
-        ``mmd_conditional`` (labels win).
+        types. ``None`` (default): on with the exact estimators; with clusters, only for the
+        cells of clusters that one batch alone has in the minibatch (a type other batches
+        lack, or one the batch effect split; only the second has mutual neighbours: on all
+        cells the guard hid a 64-batch effect); off with ``"fast"`` (it needs the ``n x n``
+        distances) and with ``mmd_conditional`` (labels win). ``True``: on all cells.
     mmd_guard_neighbors
         ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
     mmd_strength
@@ -134,6 +135,7 @@ class MMDVAE(VAE):
     mmd_conditional = _from_penalty("conditional", "Whether the MMD is label-aware.")
     mmd_unlabeled_code = _from_penalty("unlabeled_code", "The ignored label code.")
     mmd_guard = _from_penalty("guard", "The guard (or ``None``).")
+    mmd_guard_scope = _from_penalty("guard_scope", "The cells the guard checks.")
     mmd_ddp_gather = _from_penalty("ddp_gather", "Whether codes are gathered under DDP.")
 
     @property

@@ -86,8 +86,9 @@ class MMDPenalty(nn.Module):
     conditional, unlabeled_code
         The label-aware MMD and the label code it ignores.
     guard, guard_neighbors
-        The mutual-neighbour guard (``None``: on with the exact estimators, off with
-        ``"fast"`` or ``conditional``) and its ``k``.
+        The mutual-neighbour guard (``None``: on with the exact estimators, for the cells of
+        unshared clusters only if there are clusters; off with ``"fast"`` or ``conditional``)
+        and its ``k``.
     ddp_gather
         Gather the codes of all processes before the MMD under DDP.
     """
@@ -162,8 +163,13 @@ class MMDPenalty(nn.Module):
         )
         self.conditional = bool(conditional)
         self.unlabeled_code = unlabeled_code
-        if guard is None:  # the clusters already keep types some batches lack apart
-            guard = mode != "fast" and not self.conditional and not clusters
+        # with clusters, the default guard checks only the cells of clusters one batch alone
+        # has in the minibatch: a type some batches lack, or a type split by the batch effect;
+        # only the second has mutual neighbours in other batches (the shared clusters already
+        # compare like with like, and a guard on all cells hid a 64-batch effect)
+        self.guard_unshared_only = guard is None and bool(clusters)
+        if guard is None:
+            guard = mode != "fast" and not self.conditional
         # the cell selector: None (all cells) or an object whose ``keep(z, groups, n_groups,
         # neg_sq)`` gives each cell's (n, n_groups) weights in the pairs (the guard's matches)
         self.selector = MutualNeighbourGuard(guard_neighbors) if guard else None
@@ -259,6 +265,8 @@ class MMDPenalty(nn.Module):
             ignore = padding
             if self.selector is not None:
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
+                if self.guard_unshared_only and strata is not None:
+                    unmatched = unmatched & (strata == self.clusters.n_clusters)
                 ignore = unmatched if ignore is None else ignore | unmatched
             return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
                                   unbiased=self.mode == "unbiased")
@@ -319,6 +327,13 @@ class MMDPenalty(nn.Module):
         """MMD^2 between groups 0 and 1 of ``z`` (group 2 never paired): the reference term."""
         return grouped_mmd(z, groups, 3, mode=self.mode, gamma=self.gamma(z),
                            partners="sequential", block=block).mean()
+
+    @property
+    def guard_scope(self) -> str:
+        """Which cells the guard checks: ``"all"``, ``"unshared clusters"`` or ``"none"``."""
+        if self.selector is None:
+            return "none"
+        return "unshared clusters" if self.guard_unshared_only and self.clusters else "all"
 
     @property
     def guard(self) -> MutualNeighbourGuard | None:
