@@ -126,3 +126,13 @@ def test_bad_chunking_is_a_value_error(sorted_file, kwargs):
     model = _registered(sorted_file, backed=True)
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ChunkedDataModule(model.adata_manager, **kwargs)
+
+
+def test_a_backed_anndata_rejects_loader_settings_it_cannot_use(tmp_path):
+    path = tmp_path / "counts.h5ad"
+    simulate_batches(n_cells=100, n_genes=20, n_batches=2, seed=5).write_h5ad(path)
+    backed = anndata.read_h5ad(path, backed="r")
+    SCVIMMD.setup_anndata(backed, batch_key="batch")
+    model = SCVIMMD(backed, n_hidden=8)
+    with pytest.raises(ValueError, match="num_workers"):
+        model.train(max_epochs=1, datasplitter_kwargs={"num_workers": 2})

@@ -21,6 +21,11 @@ class BackedDataMixin:
         if train_size is None and validation_size is not None:
             train_size = 1 - validation_size
         kwargs = dict(datasplitter_kwargs or {})
+        unknown = set(kwargs) - {"drop_last", "chunk_size", "chunks_per_buffer"}
+        if unknown:
+            raise ValueError(f"A backed AnnData trains from ChunkedDataModule, which takes "
+                             f"`drop_last`, `chunk_size` and `chunks_per_buffer` as "
+                             f"`datasplitter_kwargs`, not {sorted(unknown)}.")
         logger.info("Backed AnnData: minibatches read in chunks of rows (ChunkedDataModule).")
         return ChunkedDataModule(self.adata_manager, batch_size=batch_size,
                                  train_size=train_size, drop_last=kwargs.pop("drop_last", None),
