@@ -297,6 +297,9 @@ class MMDVAE(VAE):
             if self.mmd_reference_size:
                 mmd = mmd + self.reference_mmd(codes, batch_index)
             elbo_output.extra_metrics[MMD_NULL_KEY] = null.detach()
+        elif isinstance(mmd_weight, int | float) and mmd_weight == 0:
+            with torch.no_grad():  # reported, not trained: no backward through the kernel
+                mmd = self.mmd_loss(codes, batch_index, labels)
         else:
             mmd = self.mmd_loss(codes, batch_index, labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
