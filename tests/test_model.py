@@ -109,7 +109,7 @@ def test_summary_shows_mmd_settings(synthetic, capsys):
     print(make_model(synthetic))  # the defaults as resolved, not None
     text = " ".join(capsys.readouterr().out.split())
     assert "mmd_pairs: pooled" in text and "mmd_clusters: 16" in text
-    assert "mmd_guard: False" in text
+    assert "mmd_guard: unshared clusters" in text
 
 
 def test_mmd_warmup(synthetic):

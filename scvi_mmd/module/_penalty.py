@@ -161,8 +161,7 @@ class MMDPenalty(nn.Module):
             None if self.kernel_scales is None else torch.tensor(self.kernel_scales),
             persistent=False,
         )
-        self.conditional = bool(conditional)
-        self.unlabeled_code = unlabeled_code
+        self.conditional, self.unlabeled_code = bool(conditional), unlabeled_code
         # with clusters, the default guard checks only the cells of clusters one batch alone
         # has in the minibatch: a type some batches lack, or a type split by the batch effect;
         # only the second has mutual neighbours in other batches (the shared clusters already
@@ -331,9 +330,8 @@ class MMDPenalty(nn.Module):
     @property
     def guard_scope(self) -> str:
         """Which cells the guard checks: ``"all"``, ``"unshared clusters"`` or ``"none"``."""
-        if self.selector is None:
-            return "none"
-        return "unshared clusters" if self.guard_unshared_only and self.clusters else "all"
+        unshared = self.guard_unshared_only and self.clusters is not None
+        return "none" if self.selector is None else "unshared clusters" if unshared else "all"
 
     @property
     def guard(self) -> MutualNeighbourGuard | None:
