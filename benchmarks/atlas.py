@@ -184,8 +184,9 @@ def main():
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
-        [float(w) for w in args.fixed.split(",") if w], [c for c in args.configs.split(";") if c], args.tag,
-        args.scib, [int(b) for b in args.sizes.split(",") if b])
+        [float(w) for w in args.fixed.split(",") if w],
+        [c for c in args.configs.split(";") if c], args.tag, args.scib,
+        [int(b) for b in args.sizes.split(",") if b])
 
 
 if __name__ == "__main__":

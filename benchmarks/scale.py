@@ -11,8 +11,9 @@ For each number of cells and batches, a sparse count matrix (2,000 genes, about 
 whole in memory) and each method trains in its own process from
 ``anndata.read_h5ad(path, backed="r")``: ``SCVI`` and the default ``SCVIMMD`` (rounds
 interleaved, ``--rounds``), both reading the file in chunks of rows
-(:class:`scvi_mmd.data.ChunkedDataModule`, SCVIMMD's default for backed data). Per fit: seconds per epoch (wall time of ``train`` over the
-epochs), peak RSS of the process, seconds of ``get_latent_representation`` over all cells.
+(:class:`scvi_mmd.data.ChunkedDataModule`, SCVIMMD's default for backed data). Per fit:
+seconds per epoch (wall time of ``train`` over the epochs), peak RSS of the process, seconds
+of ``get_latent_representation`` over all cells.
 Rows go to ``benchmarks/results/scale/scale.csv`` as they come.
 """
 

@@ -31,8 +31,6 @@ def read_rows(data, rows: np.ndarray):
 
     A backed matrix is read one contiguous run of rows at a time; an in-memory one is indexed.
     """
-    if isinstance(data, pd.DataFrame):
-        data = data.to_numpy()
     if isinstance(data, np.ndarray) or sp.issparse(data):
         block = data[rows]
     else:  # on disk: one slice per contiguous run
@@ -53,9 +51,14 @@ class _Rows:
     def __init__(self, dataset: AnnTorchDataset, rows: np.ndarray, batch_size: int,
                  shuffle: bool, chunk_size: int, chunks_per_buffer: int, seed: int,
                  drop_last: bool, epochs=None):
-        self.fields = {key: (dataset.data[key], dtype)
-                       for key, dtype in dataset.keys_and_dtypes.items()}
+        self.fields = {}  # key -> (the registered data, its dtype); frames as arrays, once
+        for key, dtype in dataset.keys_and_dtypes.items():
+            data = dataset.data[key]
+            self.fields[key] = (data.to_numpy() if isinstance(data, pd.DataFrame) else data, dtype)
         self.rows, self.batch_size, self.shuffle = np.asarray(rows), batch_size, shuffle
+        # the chunks of the shuffled reading, in file order (visited in a new order each epoch)
+        self.chunks = np.array_split(np.sort(self.rows),
+                                     max(1, math.ceil(len(self.rows) / chunk_size)))
         self.chunk_size, self.chunks_per_buffer = chunk_size, chunks_per_buffer
         self.seed, self.drop_last = seed, drop_last
         self.epochs = itertools.count() if epochs is None else epochs  # shared by loaders
@@ -75,12 +78,10 @@ class _Rows:
                 yield unique, where
             return
         rng = np.random.default_rng((self.seed, next(self.epochs)))
-        rows = np.sort(self.rows)
-        chunks = np.array_split(rows, max(1, math.ceil(len(rows) / self.chunk_size)))
-        order = rng.permutation(len(chunks))
+        order = rng.permutation(len(self.chunks))
         for start in range(0, len(order), self.chunks_per_buffer):
             picked = np.sort(order[start:start + self.chunks_per_buffer])
-            block = np.concatenate([chunks[i] for i in picked])
+            block = np.concatenate([self.chunks[i] for i in picked])
             yield block, rng.permutation(len(block))
 
     def __iter__(self):
@@ -157,7 +158,11 @@ class ChunkedDataModule(LightningDataModule):
         self.train_idx, self.val_idx = np.sort(order[:n_train]), np.sort(order[n_train:])
         self.test_idx = np.array([], dtype=int)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
-        self.drop_last = self.n_train % batch_size == 1 if drop_last is None else drop_last
+        if drop_last is None:  # the model's rule: a last minibatch of one cell is dropped
+            from scvi_mmd.model._validation import last_minibatch_has_one_cell
+
+            drop_last = last_minibatch_has_one_cell(self.n_train, batch_size)
+        self.drop_last = drop_last
         self._dataset = AnnTorchDataset(adata_manager)
         self._epochs = itertools.count()  # each epoch its own shuffle, whichever loader
 

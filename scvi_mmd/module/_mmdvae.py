@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module import VAE
@@ -292,16 +294,17 @@ class MMDVAE(VAE):
         codes = self.mmd_codes(inference_outputs)
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-        if compute_null and self.n_batch >= 2:
-            mmd, null = self.penalty.term_and_null(codes, batch_index, labels)
-            if self.mmd_reference_size:
-                mmd = mmd + self.reference_mmd(codes, batch_index)
-            elbo_output.extra_metrics[MMD_NULL_KEY] = null.detach()
-        elif isinstance(mmd_weight, int | float) and mmd_weight == 0:
-            with torch.no_grad():  # reported, not trained: no backward through the kernel
+        # at weight 0 (a warm-up, nothing to correct, mmd_weight=0) the term is reported and
+        # observed, not trained: no backward through the kernel
+        untrained = isinstance(mmd_weight, int | float) and mmd_weight == 0
+        with torch.no_grad() if untrained else contextlib.nullcontext():
+            if compute_null and self.n_batch >= 2:
+                mmd, null = self.penalty.term_and_null(codes, batch_index, labels)
+                if self.mmd_reference_size:
+                    mmd = mmd + self.reference_mmd(codes, batch_index)
+                elbo_output.extra_metrics[MMD_NULL_KEY] = null.detach()
+            else:
                 mmd = self.mmd_loss(codes, batch_index, labels)
-        else:
-            mmd = self.mmd_loss(codes, batch_index, labels)
         elbo_output.loss = elbo_output.loss + mmd_weight * mmd
         elbo_output.extra_metrics[MMD_LOSS_KEY] = mmd
         return elbo_output
