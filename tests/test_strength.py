@@ -64,6 +64,50 @@ def test_non_finite_steps_are_ignored():
     assert controller.step == 0
 
 
+def test_the_control_reads_the_null_on_one_step_in_null_every():
+    rng = np.random.default_rng(2)
+    controller = StrengthController(0.5, min_warmup_steps=20)
+    controller.start(200)
+    assert all(controller.null_due(step) for step in range(5))  # warm-up: every step
+    nulls = rng.normal(0.01, 0.01, 20)
+    run(controller, list(0.4 + rng.normal(0, 0.01, 20)), list(nulls))
+    assert controller.phase_name == "control"
+    due = [controller.null_due(step) for step in range(8)]
+    assert due == [step % controller.null_every == 0 for step in range(8)] and sum(due) == 2
+    # without a null, the discrepancy is the term minus the moving average of the nulls,
+    # started at the mean of the warm-up's second half
+    null_mean = float(np.mean(nulls[10:]))
+    assert controller.observe(0.3) == pytest.approx(0.3 - null_mean)
+    assert controller.observe(0.3, math.nan) == pytest.approx(0.3 - null_mean)
+    moved = null_mean + controller.ema * (0.5 - null_mean)
+    assert controller.observe(0.3, 0.5) == pytest.approx(0.3 - moved)
+    assert controller.observe(0.3) == pytest.approx(0.3 - moved)
+    assert controller.step == 24
+
+
+def test_training_computes_the_null_on_the_steps_the_controller_asks(shifted):
+    import scvi
+
+    scvi.settings.seed = 0
+    adata = shifted.copy()
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, n_hidden=64, mmd_strength=1.0)
+    seen, loss = [], model.module.loss
+
+    def recording_loss(*args, compute_null=False, **kwargs):
+        if model.module.training:
+            seen.append((model.module.strength.phase_name, compute_null))
+        return loss(*args, compute_null=compute_null, **kwargs)
+
+    model.module.loss = recording_loss
+    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, train_size=1.0)
+    assert model.mmd_strength_state["phase"] == "control"
+    warm = [null for phase, null in seen if phase == "warmup"]
+    control = [null for phase, null in seen if phase == "control"]
+    assert warm and all(warm)
+    assert len(control) > 40 and sum(control) == pytest.approx(len(control) / 4, abs=2)
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "0.5"])
 def test_bad_strength_is_a_value_error(synthetic, bad):
     SCVIMMD.setup_anndata(synthetic, batch_key="batch")

@@ -278,25 +278,30 @@ def pooled_weights(
     dtype = dtype or torch.get_default_dtype()
     groups = groups.reshape(-1)
     n = groups.shape[0]
-    together = torch.ones(n, n, dtype=torch.bool, device=groups.device)
-    if strata is not None:
-        strata = strata.reshape(-1)
-        together = strata[:, None] == strata[None, :]
-    if ignore is not None:
-        used = ~ignore.reshape(-1)
-        together = together & used[:, None] & used[None, :]
-    same = together & (groups[:, None] == groups[None, :])
+    together = None  # same stratum; a left-out cell is a stratum of its own (it pairs with none)
+    if strata is not None or ignore is not None:
+        key = groups.new_zeros(n) if strata is None else strata.reshape(-1).to(groups.dtype)
+        if ignore is not None:
+            alone = -1 - torch.arange(n, device=groups.device, dtype=groups.dtype)
+            key = torch.where(ignore.reshape(-1), alone, key)
+        together = key[:, None] == key[None, :]
+    same = groups[:, None] == groups[None, :]
+    if together is not None:
+        same = same & together
     # cells of my batch (and stratum), myself included: with the U-statistic a batch of one
-    # cell has no within-batch estimate and is left out
+    # cell has no within-batch estimate and is left out (so is a left-out cell: no partner)
     count = same.sum(1).to(dtype)
-    used = count >= (2 if unbiased else 1)
-    together = together & used[:, None] & used[None, :]
-    same = same & together
-    in_stratum = together.sum(1).to(dtype)  # n of my stratum, among the cells used
-    others = torch.where(used, in_stratum - count, 0.0)  # cells of other batches there
+    used_dt = (count >= 2 if unbiased else count >= 1).to(dtype)
+    if ignore is not None and not unbiased:  # (a left-out cell is its own batch of one)
+        used_dt = used_dt * ~ignore.reshape(-1)
+    in_stratum = used_dt.sum().expand(n) if together is None else together.to(dtype) @ used_dt
+    others = (in_stratum - count) * used_dt  # used cells of other batches in my stratum
     z = 0.5 * others.sum()
-    within = torch.where(used, others / (count - 1 if unbiased else count).clamp_min(1.0), 0.0)
-    weights = torch.where(same, within[:, None], -together.to(dtype))
+    within = others / (count - 1 if unbiased else count).clamp_min(1.0)
+    pair = used_dt[:, None] * used_dt[None, :]
+    if together is not None:
+        pair = pair * together
+    weights = torch.where(same, within[:, None], -1.0) * pair
     if unbiased:
         weights.fill_diagonal_(0.0)
     return weights / z.clamp_min(1.0)

@@ -53,8 +53,10 @@ class OnlineKMeans(nn.Module):
         return d2.masked_fill(~self.filled[None, :], float("inf")).argmin(dim=1)
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor) -> None:
-        """One mini-batch k-means step with codes ``z`` of shape ``(n, d)``."""
+    def update(self, z: torch.Tensor) -> torch.Tensor:
+        """One mini-batch k-means step with codes ``z`` of shape ``(n, d)``; returns the
+        assignment it used (:meth:`assign` before the step).
+        """
         z = z.detach().to(self.centroids.dtype)
         if not self._seeded:  # the first step: k-means++ seeding (once, on the host)
             self._seeded = bool(self.filled.all())  # (a loaded model has its centroids)
@@ -70,6 +72,7 @@ class OnlineKMeans(nn.Module):
         means = sums / assigned.clamp_min(1.0)[:, None]
         self.centroids.add_(step * (means - self.centroids))
         self.counts.copy_(counts)
+        return label
 
     def start(self, decide_at: int) -> None:
         """A training starts: decide after ``decide_at`` steps whether the clusters are shared

@@ -136,7 +136,7 @@ class MMDVAE(VAE):
     mmd_latent = _from_penalty("latent", "Posterior means or samples.")
     mmd_conditional = _from_penalty("conditional", "Whether the MMD is label-aware.")
     mmd_unlabeled_code = _from_penalty("unlabeled_code", "The ignored label code.")
-    mmd_guard = _from_penalty("guard", "The guard (or ``None``).")
+    mmd_guard = _from_penalty("selector", "The guard (or ``None``).")
     mmd_guard_scope = _from_penalty("guard_scope", "The cells the guard checks.")
     mmd_ddp_gather = _from_penalty("ddp_gather", "Whether codes are gathered under DDP.")
 

@@ -251,9 +251,9 @@ class MMDPenalty(nn.Module):
             # (dropped for the training once they split the batches: then all are compared)
             codes = z.detach() if z.dim() == 2 else z.detach()[0]
             learning = self.training and not self._frozen
-            if learning:
-                self.clusters.update(codes)
-            assigned, k = self.clusters.assign(codes), self.clusters.n_clusters
+            # (while learning, the assignment of the k-means step: one distance matrix)
+            assigned = self.clusters.update(codes) if learning else self.clusters.assign(codes)
+            k = self.clusters.n_clusters
             strata = shared_strata(groups, assigned, k)
             if learning:  # the cells of clusters no other batch shares in the minibatch
                 self.clusters.observe_purity(strata == k)
@@ -261,11 +261,15 @@ class MMDPenalty(nn.Module):
                 assigned = strata = None
 
         def weights_for(codes, strata):
-            ignore = padding
-            if self.selector is not None:
+            ignore, checked = padding, None
+            if self.guard_unshared_only and strata is not None:
+                checked = strata == self.clusters.n_clusters
+            # (on the CPU, skipped when no cell is to be checked: a host read costs nothing)
+            if self.selector is not None and (
+                    checked is None or checked.device.type != "cpu" or bool(checked.any())):
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
-                if self.guard_unshared_only and strata is not None:
-                    unmatched = unmatched & (strata == self.clusters.n_clusters)
+                if checked is not None:
+                    unmatched = unmatched & checked
                 ignore = unmatched if ignore is None else ignore | unmatched
             return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
                                   unbiased=self.mode == "unbiased")
@@ -332,11 +336,6 @@ class MMDPenalty(nn.Module):
         """Which cells the guard checks: ``"all"``, ``"unshared clusters"`` or ``"none"``."""
         unshared = self.guard_unshared_only and self.clusters is not None
         return "none" if self.selector is None else "unshared clusters" if unshared else "all"
-
-    @property
-    def guard(self) -> MutualNeighbourGuard | None:
-        """The cell selector (the mutual-neighbour guard by default), or ``None``."""
-        return self.selector
 
     def _guard_keep(self, z, batch_index, n_groups):
         """The selector's cell weights, as a function of the distances the exact MMD has."""

@@ -28,6 +28,9 @@ differ (``s = 1``), on a log scale (the discrepancy spans decades between the tw
    becomes ``min_weight`` on the first push, is capped at ``max_weight``, and returns to 0 if
    it falls back to ``min_weight``. ``rate`` lets the weight cross
    ``[min_weight, max_weight]`` in ``ramp_share`` of the training steps after the warm-up.
+   Here the null is known: it is computed on one step in ``null_every`` only, and ``D`` is
+   ``L_mmd`` minus a moving average of the null (same smoothing, started at the warm-up's
+   mean), so the control costs about one evaluation of the term per step.
 
 Once the batches are aligned, nothing in the ELBO pulls them apart again (scVI's decoder gets
 the batch), so the weight mostly falls back once the target is reached.
@@ -81,6 +84,8 @@ class StrengthController(WeightRule):
         Standard errors of ``D0`` above 0 needed to correct at all.
     band_z
         Dead band around the target, in standard deviations of the moving average.
+    null_every
+        After the warm-up, the permutation null is computed on one step in this many.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class StrengthController(WeightRule):
         ema: float = 0.05,
         null_z: float = 3.0,
         band_z: float = 1.0,
+        null_every: int = 4,
     ):
         super().__init__()
         self.strength = validate_strength(strength)
@@ -104,6 +110,7 @@ class StrengthController(WeightRule):
         self.min_weight, self.max_weight = min_weight, max_weight
         self.ema = ema
         self.null_z, self.band_z = null_z, band_z
+        self.null_every = null_every
         for name in ("weight", "baseline", "baseline_se", "null_noise", "target", "phase"):
             self.register_buffer(name, torch.zeros(()))
         self.start(0)
@@ -118,7 +125,7 @@ class StrengthController(WeightRule):
         self.total_steps = total
         self._set_rate()
         self.step, self._warm = 0, []
-        self._mean = self._var = 0.0
+        self._mean = self._var = self._null_mean = 0.0
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
 
@@ -135,25 +142,43 @@ class StrengthController(WeightRule):
     @property
     def listening(self) -> bool:
         """Whether :meth:`observe` still uses what it is given (not once there is nothing to
-        correct): the module computes the permutation null only while it does.
+        correct).
         """
         return self.phase_name != "nothing_to_correct"
 
-    def observe(self, mmd: float, null: float) -> None:
-        """Take one training step's MMD term and its permutation null; update the weight."""
-        discrepancy = mmd - null
-        if not math.isfinite(discrepancy):
-            return  # a non-finite step is not evidence; the loss itself reports it
-        self.step += 1
+    def null_due(self, step: int) -> bool:
+        """Whether training step ``step`` computes the permutation null: every step of the
+        warm-up, one in :attr:`null_every` in the control, none when nothing is corrected.
+        """
+        phase = self.phase_name
+        return phase == "warmup" or (phase == "control" and step % self.null_every == 0)
+
+    def observe(self, mmd: float, null: float | None = None) -> float | None:
+        """Take one training step's MMD term and its permutation null (``None`` or NaN on a
+        step without one, in the control); update the weight. Returns the discrepancy read.
+        """
         phase = PHASES[int(self.phase)]
+        has_null = null is not None and math.isfinite(null)
+        if phase == "warmup" and not has_null or not math.isfinite(mmd):
+            return None  # a non-finite step is not evidence; the loss itself reports it
+        self.step += 1
         if phase == "warmup":
+            discrepancy = mmd - null
             if self.step > self.warmup_steps // 2:
                 self._warm.append((discrepancy, null))
             if self.step >= self._decide_at:
                 self._end_warmup(final=self.step >= self.max_warmup_steps)
-            return
+            return discrepancy
         if phase == "nothing_to_correct":
-            return
+            return None
+        if has_null:
+            self._null_mean += self.ema * (null - self._null_mean)
+        discrepancy = mmd - self._null_mean
+        self._update_weight(discrepancy)
+        return discrepancy
+
+    def _update_weight(self, discrepancy: float) -> None:
+        """One step of the dual ascent on ``E[D] <= target``."""
         delta = discrepancy - self._mean
         self._mean += self.ema * delta
         self._var = (1 - self.ema) * (self._var + self.ema * delta * delta)
@@ -188,7 +213,7 @@ class StrengthController(WeightRule):
             return
         self.warmup_steps = self.step  # the warm-up it took
         self._set_rate()
-        self._mean = d0
+        self._mean, self._null_mean = d0, float(null.mean())
         self._var = float(d.var()) if enough else 0.0
         target = nu * (d0 / nu) ** (1 - self.strength) if corrects else d0
         self._set(baseline=d0, baseline_se=se, null_noise=nu, target=target,

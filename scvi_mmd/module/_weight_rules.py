@@ -3,7 +3,7 @@
 :class:`~scvi_mmd.train.MMDTrainingPlan` calls the rule's :meth:`~WeightRule.start` when
 training starts, asks :attr:`~WeightRule.current_weight` before every step and passes it to the
 loss, and, while :attr:`~WeightRule.listening`, gives :meth:`~WeightRule.observe` each step's
-MMD term and its permutation null. Two rules exist: :class:`FixedWeight` and
+MMD term and, on the steps :meth:`~WeightRule.null_due` asks for, its permutation null. Two rules exist: :class:`FixedWeight` and
 :class:`~scvi_mmd.module.StrengthController`; :func:`make_weight_rule` picks one from the
 user's ``mmd_weight`` / ``mmd_strength``.
 """
@@ -18,7 +18,7 @@ from torch import nn
 class WeightRule(nn.Module):
     """Base of the weight rules (a module, so that a rule's state is saved with the model)."""
 
-    #: Whether :meth:`observe` uses what it is given (the module computes the null only then).
+    #: Whether :meth:`observe` uses what it is given.
     listening: bool = False
 
     @property
@@ -29,8 +29,15 @@ class WeightRule(nn.Module):
     def start(self, total_steps: int | float) -> None:
         """Called when a training of ``total_steps`` steps starts."""
 
-    def observe(self, mmd: float, null: float) -> None:
-        """One training step's MMD term and its permutation null, while :attr:`listening`."""
+    def null_due(self, step: int) -> bool:
+        """Whether training step ``step`` computes the permutation null for :meth:`observe`."""
+        return False
+
+    def observe(self, mmd: float, null: float | None = None) -> float | None:
+        """One training step's MMD term and its permutation null (``None`` or NaN where not
+        computed), while :attr:`listening`; returns the discrepancy read, if any.
+        """
+        return None
 
 
 def validate_weight(value) -> float:

@@ -28,8 +28,8 @@ class MMDTrainingPlan(TrainingPlan):
     The plan owns the weight: before each training step it asks the module's weight rule
     (:class:`~scvi_mmd.module.FixedWeight` or :class:`~scvi_mmd.module.StrengthController`)
     for :attr:`mmd_weight` and passes it to the loss; it starts the rule when training starts
-    and, while the rule listens, gives it each training step's MMD term and permutation null
-    (averaged over processes under DDP). The weight in effect is logged as
+    and, while the rule listens, gives it each training step's MMD term and, on the steps the
+    rule asks for, the permutation null (averaged over processes under DDP). The weight in effect is logged as
     ``mmd_weight_train`` (mean over the epoch's steps) and the controller's discrepancy
     ``mmd_loss - mmd_null`` as ``mmd_discrepancy_train``. An optional linear ramp of a fixed
     weight (``n_epochs_mmd_warmup``) scales the weight from 0, in the style of the KL warm-up.
@@ -105,9 +105,11 @@ class MMDTrainingPlan(TrainingPlan):
     #: GPU per this many steps, not one per step); the weight follows with that delay.
     observe_every = 8
 
-    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor) -> None:
-        """Queue this step's MMD term and null for the weight rule."""
-        values = torch.stack([mmd.detach().float(), null.detach().float()])
+    def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor | None) -> None:
+        """Queue this step's MMD term and null (NaN where not computed) for the weight rule."""
+        mmd = mmd.detach().float()
+        values = torch.stack([mmd, mmd.new_tensor(math.nan) if null is None
+                              else null.detach().float()])
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values)
@@ -122,17 +124,17 @@ class MMDTrainingPlan(TrainingPlan):
             return
         rows, self._pending = torch.stack(self._pending).tolist(), []
         for mmd_value, null_value in rows:
-            self.module.weight_rule.observe(mmd_value, null_value)
-            if math.isfinite(mmd_value - null_value):
-                self._discrepancy_sum += mmd_value - null_value
+            discrepancy = self.module.weight_rule.observe(mmd_value, null_value)
+            if discrepancy is not None and math.isfinite(discrepancy):
+                self._discrepancy_sum += discrepancy
                 self._discrepancy_steps += 1
 
     def training_step(self, batch, batch_idx):
         """Training step with the weight rule's weight (ramped, if a ramp is set); the
-        permutation null is computed while the rule listens.
+        permutation null is computed on the steps the rule asks for.
         """
         weight = self.mmd_weight
-        self.loss_kwargs["compute_null"] = self.module.weight_rule.listening
+        self.loss_kwargs["compute_null"] = self.module.weight_rule.null_due(self.global_step)
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
@@ -164,7 +166,7 @@ class MMDTrainingPlan(TrainingPlan):
         extra = dict(loss_output.extra_metrics)
         mmd = extra.pop(MMD_LOSS_KEY, None)
         null = extra.pop(MMD_NULL_KEY, None)
-        if mode == "train" and mmd is not None and null is not None:
+        if mode == "train" and mmd is not None and self.module.weight_rule.listening:
             self._observe_discrepancy(mmd, null)
         if mmd is not None:
             n_obs = loss_output.n_obs_minibatch
