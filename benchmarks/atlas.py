@@ -8,6 +8,7 @@ Usage::
     python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Monocytes 5x more in STIM,
                                                        # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
+    python benchmarks/atlas.py kang_donors --seeds 0   # Kang as 8 pseudo-donors, own mixes
 
 Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
 (``SCVIMMD(adata)``), the previous default (``mmd_pairs="sequential"``), fixed weights
@@ -65,6 +66,34 @@ def kang(seed: int, shift: bool = True):
     adata = adata[keep].copy()
     sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
                                 batch_key="batch", subset=True)
+    return adata
+
+
+def kang_donors(seed: int, n_donors: int = 4):
+    """Kang with the batch key a pseudo-donor: each condition's cells split into ``n_donors``
+    donors, each with its own mix of cell types (a cell of type ``t`` goes to donor ``d`` with
+    probability proportional to ``p_d[t]``, ``p_d ~ Dirichlet(1)``); no cell is dropped. The
+    batch effect is the condition's; donors of a condition differ only in their mixes.
+    """
+    import anndata
+    import scanpy as sc
+
+    adata = anndata.read_h5ad(KANG)
+    rng = np.random.default_rng(seed)
+    ctype = adata.obs["cell_type"].astype(str).to_numpy()
+    condition = adata.obs["batch"].astype(str).to_numpy()
+    types = np.unique(ctype)
+    donor = np.empty(adata.n_obs, dtype=object)
+    for cond in np.unique(condition):
+        mixes = rng.dirichlet(np.ones(len(types)), n_donors)  # (donor, type)
+        for t, name in enumerate(types):
+            cells = np.flatnonzero((condition == cond) & (ctype == name))
+            odds = mixes[:, t] / mixes[:, t].sum()
+            donor[cells] = [f"{cond}_{d}" for d in rng.choice(n_donors, len(cells), p=odds)]
+    adata.obs["condition"] = adata.obs["batch"]
+    adata.obs["batch"] = pd.Categorical(donor)
+    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
+                                batch_key="condition", subset=True)  # (loess fails on donors)
     return adata
 
 
@@ -137,6 +166,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
                 sets.append((f"null_B{b}", split))
         elif experiment == "kang":
             sets = [("kang", kang(seed, shift=False))]
+        elif experiment == "kang_donors":
+            sets = [("kang_donors", kang_donors(seed))]
         else:
             sets = [("kang_shifted", kang(seed))]
         for name, adata in sets:
@@ -172,7 +203,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
-                        choices=["batches", "null", "mixes", "kang_shifted", "kang"])
+                        choices=["batches", "null", "mixes", "kang_shifted", "kang",
+                                 "kang_donors"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")

@@ -12,8 +12,9 @@ whole in memory) and each method trains in its own process from
 ``anndata.read_h5ad(path, backed="r")``: ``SCVI`` and the default ``SCVIMMD`` (rounds
 interleaved, ``--rounds``), both reading the file in chunks of rows
 (:class:`scvi_mmd.data.ChunkedDataModule`, SCVIMMD's default for backed data). Per fit:
-seconds per epoch (wall time of ``train`` over the epochs), peak RSS of the process, seconds
-of ``get_latent_representation`` over all cells.
+seconds per epoch (wall time of ``train`` over the epochs), the median training step (without
+data loading; robust to the machine's slow spells), peak RSS of the process, seconds of
+``get_latent_representation`` over all cells.
 Rows go to ``benchmarks/results/scale/scale.csv`` as they come.
 """
 
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch import Callback
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "scale"
@@ -72,6 +74,25 @@ def write_counts(path: Path, n_cells: int, n_batches: int, seed: int = 0) -> Non
     assert check.shape == (n_cells, N_GENES)
 
 
+class StepTimer(Callback):
+    """Wall time of each training step (forward, backward, optimiser), without the data
+    loading between steps. Its median is robust to the slow spells of a shared machine, which
+    move whole-epoch times by +-10 %.
+    """
+
+    def __init__(self):
+        self.times, self._start = [], 0.0
+
+    def on_train_batch_start(self, *args):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args):
+        self.times.append(time.perf_counter() - self._start)
+
+    def median_ms(self) -> float:
+        return float(np.median(self.times) * 1e3) if self.times else float("nan")
+
+
 def fit_one(path: str, method: str, epochs: int, batch_size: int, backed: bool = True) -> dict:
     """Train one model from the file, backed or loaded (run in its own process)."""
     import logging
@@ -95,9 +116,11 @@ def fit_one(path: str, method: str, epochs: int, batch_size: int, backed: bool =
     # is the cost of the MMD term, not of the reading
     datamodule = ChunkedDataModule(model.adata_manager, batch_size, train_size=1.0) \
         if backed and method == "SCVI" else None
+    steps = StepTimer()
     start = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False,
-                train_size=1.0, check_val_every_n_epoch=None, datamodule=datamodule)
+                train_size=1.0, check_val_every_n_epoch=None, datamodule=datamodule,
+                callbacks=[steps])
     per_epoch = (time.perf_counter() - start) / epochs
     start = time.perf_counter()
     if backed and method == "SCVI":
@@ -107,7 +130,8 @@ def fit_one(path: str, method: str, epochs: int, batch_size: int, backed: bool =
         latent = model.get_latent_representation(batch_size=4096)
     latent_seconds = time.perf_counter() - start
     state = getattr(model, "mmd_strength_state", None)
-    return {"seconds_per_epoch": per_epoch, "latent_seconds": latent_seconds,
+    return {"seconds_per_epoch": per_epoch, "median_step_ms": steps.median_ms(),
+            "latent_seconds": latent_seconds,
             "latent_finite": bool(np.isfinite(latent).all()),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "phase": None if state is None else state["phase"]}

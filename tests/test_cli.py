@@ -245,3 +245,24 @@ def test_console_script_is_installed():
     done = subprocess.run([script, "integrate", "--help"], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0 and "--mmd-weight" in done.stdout
+
+
+def test_many_small_batches_rank_genes_over_all_cells(tmp_path, capsys):
+    # donors as the batch key: seurat_v3 cannot fit its curve within batches of a few cells;
+    # the genes are then ranked over all cells, with a warning, and the run goes on
+    from scvi_mmd.cli._common import highly_variable
+
+    rng = np.random.default_rng(0)
+    adata = anndata.AnnData(rng.poisson(0.3, (200, 300)).astype(np.float32))
+    adata.X[:, :30] = rng.poisson(3.0, (200, 30))  # some genes expressed throughout
+    adata.obs["batch"] = (np.arange(200) % 50).astype(str)  # 50 donors of 4 cells
+    with pytest.warns(UserWarning, match="ranking them over all cells"):
+        mask = highly_variable(adata, 100, "batch")
+    assert mask.dtype == bool and mask.sum() == 100
+    path = tmp_path / "donors.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    with pytest.warns(UserWarning, match="ranking them over all cells"):
+        code = cli.main(["integrate", str(path), "--batch-key", "batch", *FAST,
+                         "--n-top-genes", "100", "-o", str(out)])
+    assert code == 0 and anndata.read_h5ad(out).n_vars == 300

@@ -190,6 +190,8 @@ def test_fast_mode_with_one_cell_batch_trains(scvi_module):
         ({"mmd_reference_size": 2.5}, "mmd_reference_size"),
         ({"mmd_reference_size": True}, "mmd_reference_size"),
         ({"mmd_reference_size": float("nan")}, "mmd_reference_size"),
+        ({"mmd_conditional": "yes"}, "mmd_conditional"),
+        ({"mmd_clusters": -1}, "mmd_clusters"),
     ],
 )
 def test_bad_arguments_raise_at_construction(synthetic, kwargs, match):

@@ -221,3 +221,26 @@ def test_an_undecided_warmup_ends_by_its_longest_share():
     controller.start(2000)
     run(controller, list(rng.normal(0, 0.1, 600)), list(rng.normal(0, 0.1, 600)))
     assert controller.phase_name == "nothing_to_correct" and controller.warmup_steps <= 600
+
+
+def test_at_weight_zero_the_term_is_computed_on_some_steps_only(shifted):
+    import scvi
+
+    scvi.settings.seed = 0
+    adata = shifted.copy()
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, n_hidden=64, mmd_weight=0.0)
+    computed, loss = [], model.module.loss
+
+    def recording_loss(*args, **kwargs):
+        output = loss(*args, **kwargs)
+        if model.module.training:
+            computed.append("mmd_loss" in output.extra_metrics)
+        return output
+
+    model.module.loss = recording_loss
+    model.train(max_epochs=10, batch_size=128, enable_progress_bar=False)
+    # one step in four and each epoch's first: a record, not a cost on every step
+    assert 10 <= sum(computed) < len(computed) / 2
+    history = np.asarray(model.history["mmd_loss_train"], float).ravel()
+    assert len(history) == 10 and np.isfinite(history).all()

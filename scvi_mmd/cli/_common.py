@@ -162,7 +162,6 @@ def demo_data(seed: int):
 
 
 def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
-    import scanpy as sc
 
     if adata.isbacked:  # the matrix stays on disk: train on its genes as they are
         if 0 < n_top_genes < adata.n_vars:
@@ -171,10 +170,29 @@ def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
         return adata
     if n_top_genes <= 0 or n_top_genes >= adata.n_vars:
         return adata.copy()
-    flags = sc.pp.highly_variable_genes(
-        adata, flavor="seurat_v3", n_top_genes=n_top_genes, batch_key=batch_key, layer=layer,
-        inplace=False,
-    )
-    return adata[:, flags["highly_variable"].to_numpy()].copy()
+    return adata[:, highly_variable(adata, n_top_genes, batch_key, layer)].copy()
+
+
+def highly_variable(adata, n_top_genes: int, batch_key: str, layer: str | None = None):
+    """Boolean mask of the ``n_top_genes`` most variable genes (seurat_v3 on counts, per batch).
+
+    With many small batches (samples, donors) seurat_v3's per-batch curve cannot always be
+    fitted (scanpy raises from its loess): the genes are then ranked over all cells, with a
+    warning, instead of failing.
+    """
+    import warnings
+
+    import scanpy as sc
+
+    kwargs = {"flavor": "seurat_v3", "n_top_genes": n_top_genes, "layer": layer,
+              "inplace": False}
+    try:
+        flags = sc.pp.highly_variable_genes(adata, batch_key=batch_key, **kwargs)
+    except ValueError as error:
+        warnings.warn(f"seurat_v3 could not rank genes within every batch of {batch_key!r} "
+                      f"({error}); ranking them over all cells instead.", UserWarning,
+                      stacklevel=2)
+        flags = sc.pp.highly_variable_genes(adata, **kwargs)
+    return flags["highly_variable"].to_numpy()
 
 

@@ -33,9 +33,9 @@ def select_genes(adata, batch_key: str, n_top_genes: int = 2000, layer: str | No
     if layer is not None:
         adata.X = adata.layers[layer].copy()
     if 0 < n_top_genes < adata.n_vars:
-        sc.pp.highly_variable_genes(
-            adata, flavor="seurat_v3", n_top_genes=n_top_genes, batch_key=batch_key, subset=True
-        )
+        from scvi_mmd.cli._common import highly_variable
+
+        adata = adata[:, highly_variable(adata, n_top_genes, batch_key)].copy()
     lognorm = adata.copy()
     sc.pp.normalize_total(lognorm, target_sum=1e4)
     sc.pp.log1p(lognorm)

@@ -38,11 +38,11 @@ logger = logging.getLogger(__name__)
 class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
-    The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd``
-    the mean over pairs of batches present in the minibatch (consecutive batches by default)
-    of the MMD^2 between their latent codes (Gretton et al., 2012). By default the weight ``w``
-    is set during training from a *strength* ``mmd_strength`` in ``[0, 1]`` with the same
-    meaning on every data set (:class:`~scvi_mmd.module.StrengthController`); or it is fixed
+    The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd`` the
+    MMD^2 between the latent codes of the batches in the minibatch (Gretton et al., 2012; by
+    default every pair of batches, pooled, within clusters of the latent space). By default the
+    weight ``w`` is set during training from a *strength* ``mmd_strength`` in ``[0, 1]`` with the
+    same meaning on every data set (:class:`~scvi_mmd.module.StrengthController`); or it is fixed
     with ``mmd_weight`` (``0`` is :class:`~scvi.model.SCVI` exactly).
 
     Parameters

@@ -76,9 +76,10 @@ class MMDTermMixin:
 
         Cells are shuffled (with ``scvi.settings.seed``, so the result is reproducible and the
         global random state is left untouched) so that minibatches mix batches even when the
-        AnnData is sorted by batch. ``L_mmd`` is computed on latent samples of each minibatch
-        and averaged over minibatches weighted by their number of cells, like the
-        ``mmd_loss_validation`` entry of :attr:`history`.
+        AnnData is sorted by batch. ``L_mmd`` is computed on the codes the term compares
+        (``mmd_latent``: posterior means by default) of each minibatch and averaged over
+        minibatches weighted by their number of cells, like the ``mmd_loss_validation`` entry
+        of :attr:`history`.
 
         Parameters
         ----------
@@ -147,10 +148,10 @@ class MMDTermMixin:
         return state
 
     def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
-        """Labels must be registered for the conditional MMD; return the unlabeled code."""
-        if not isinstance(mmd_conditional, bool):
-            raise ValueError(f"`mmd_conditional` must be True or False, got {mmd_conditional!r}.")
-        if not mmd_conditional:
+        """Labels must be registered for the conditional MMD; return the unlabeled code (the
+        value itself is checked by :class:`~scvi_mmd.module.MMDPenalty`).
+        """
+        if mmd_conditional is not True:
             return None
         registry = registry if adata is None else self._get_most_recent_anndata_manager(
             adata, required=True

@@ -31,10 +31,11 @@ def _from_penalty(name: str, doc: str) -> property:
 class MMDVAE(VAE):
     """Variational auto-encoder with an MMD penalty between the latent codes of batches.
 
-    The loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``, where
-    ``L_mmd`` is the mean (or sum) over pairs of batches present in the minibatch of MMD^2
-    between their latent codes (posterior means by default, ``mmd_latent``; see
-    :func:`scvi_mmd.mmd.grouped_mmd`).
+    The loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``; ``L_mmd`` is
+    computed by :class:`~scvi_mmd.module.MMDPenalty` from the ``mmd_*`` settings, and the
+    weight comes from the module's weight rule (:class:`~scvi_mmd.module.FixedWeight` or
+    :class:`~scvi_mmd.module.StrengthController`), passed by the training plan. The
+    settings shared with :class:`~scvi_mmd.SCVIMMD` mean what its docstring says.
 
     Parameters
     ----------
@@ -42,88 +43,30 @@ class MMDVAE(VAE):
         Number of input features.
     n_batch
         Number of batches; the MMD term needs at least two.
-    mmd_mode
-        ``"unbiased"`` (default): quadratic-time U-statistic (eq. 3 of Gretton et al., 2012;
-        no ``O(1/n)`` floor); ``"normal"``: exact quadratic-time MMD^2 (biased, eq. 5; the
-        original design); ``"fast"``: linear-time estimate (unbiased, Lemma 14).
-    mmd_weight
-        A fixed weight of the MMD term in the loss (:class:`~scvi_mmd.module.FixedWeight`);
-        ``0`` gives :class:`~scvi.module.VAE` exactly. ``None``: the weight is set during
-        training by a strength (``mmd_strength``).
-    mmd_kernel_gamma
-        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
-        ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` of each minibatch
-        (detached), which follows the scale of the latent space; with ``mmd_conditional`` the
-        median is over pairs of cells with the same label.
+    mmd_mode, mmd_weight, mmd_strength, mmd_kernel_gamma, mmd_pairs, mmd_clusters, \
+mmd_conditional, mmd_guard
+        As in :class:`~scvi_mmd.SCVIMMD`.
     mmd_kernel_scales
-        Multipliers of ``gamma``: the kernel is the mean of the Gaussian kernels at
-        ``gamma * s`` for each ``s`` (a multi-scale kernel; default ``(0.25, 0.5, 1, 2, 4)``).
-        ``None``: one scale.
-    mmd_pairs
-        Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
-        estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
-        every pair of batches, weighted by its cell pairs and pooled over the minibatch
-        (:func:`~scvi_mmd.mmd.pooled_weights`; well estimated with a few cells per batch,
-        ``O(n^2)`` whatever the number of batches); or pairs of batches:
-        ``"sequential"`` (each present batch with the next present one, in code order; the
-        original design), ``"random"`` (the same in a random order of batches, drawn at each
-        step) or ``"all"`` (every pair of present batches).
+        Multipliers of ``gamma`` of a multi-scale kernel (the mean of the Gaussian kernels at
+        each ``gamma * s``); ``None``: one scale.
     mmd_pair_reduction
-        ``"mean"``: ``L_mmd`` is the mean over the pairs present, so a weight means the same
-        whatever the number of batches and the pairing; ``"sum"``: the sum over pairs (the
-        original design; it grows with the number of batches).
+        With pairs of batches, ``"mean"`` (a weight means the same whatever the number of
+        batches) or ``"sum"`` over the pairs (the original design).
     mmd_latent
-        Which latent codes the MMD compares: ``"mean"`` (default), the posterior means
-        ``qz.loc`` (the representation users get from ``get_latent_representation``); or
-        ``"sample"``, the sampled ``z`` (the original design). With samples, a large weight
-        can be met by shrinking the spread of the means below the posterior noise, so that
-        noisy samples of different batches overlap while their means stay apart: batch mixing
-        then *falls* as the weight rises (measured in benchmarks/README.md).
-    mmd_conditional
-        If ``True``, the MMD compares batches *within each label* (cell type) and averages over
-        labels (:func:`scvi_mmd.mmd.grouped_mmd_conditional`), so batches with different
-        cell-type compositions are not pulled onto each other. Needs ``n_labels >= 1``.
+        ``"mean"``: the posterior means (what ``get_latent_representation`` returns);
+        ``"sample"``: sampled ``z`` (the original design; a large weight can then shrink the
+        means below the posterior noise, and mixing *falls* as the weight rises).
     mmd_unlabeled_code
         Label code of unlabeled cells, ignored by the conditional MMD; ``None``: all labelled.
-    mmd_guard
-        The label-free guard against over-correction
-        (:class:`~scvi_mmd.module.MutualNeighbourGuard`): each batch pair's MMD compares only
-        the cells that have a mutual nearest neighbour in the other batch of the minibatch
-        (Haghverdi et al., 2018), so a cell type that one batch lacks is not pulled onto other
-        types. ``None`` (default): on with the exact estimators; with clusters, only for the
-        cells of clusters that one batch alone has in the minibatch (a type other batches
-        lack, or one the batch effect split; only the second has mutual neighbours: on all
-        cells the guard hid a 64-batch effect); off with ``"fast"`` (it needs the ``n x n``
-        distances) and with ``mmd_conditional`` (labels win). ``True``: on all cells.
     mmd_guard_neighbors
         ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
-    mmd_strength
-        The correction strength ``s`` in ``[0, 1]``: the weight is set during training by a
-        :class:`~scvi_mmd.module.StrengthController` (the default, with
-        :data:`~scvi_mmd.DEFAULT_STRENGTH`, when ``mmd_weight`` is ``None``). In training, the
-        loss's ``extra_metrics`` then also hold ``mmd_null``, the MMD term with the batch
-        labels permuted within the minibatch (computed without gradient).
-    mmd_clusters
-        With ``mmd_pairs="pooled"``: compare batches within each of this many clusters of the
-        latent space (:class:`~scvi_mmd.module.OnlineKMeans`, learnt during training), with
-        the kernel's median bandwidth taken within them, so that a batch effect left inside
-        cell types is seen whatever the number of batches and batches whose cell-type mixes
-        differ are not pulled onto each other
-        (see :func:`~scvi_mmd.module._clusters.shared_strata`). ``None`` (default):
-        16 (``scvi_mmd._defaults.DEFAULT_CLUSTERS``) with the pooled MMD, none otherwise;
-        ``0``: no clusters.
     mmd_ddp_gather
-        Under distributed data parallel training (several processes), gather the latent codes
-        of all processes' minibatches (``torch.distributed.nn.all_gather``, differentiable;
-        not with ``mmd_conditional``)
-        before computing the MMD, so pairs see ``world_size`` times more cells. ``False``:
-        each process computes the MMD on its own minibatch. No effect in a single process.
+        Under DDP, gather the codes of all processes before the MMD (differentiable; not with
+        ``mmd_conditional``); no effect in a single process.
     mmd_reference_size
-        Room for a fixed sample of reference latent codes (posterior means), stored with the
-        model by :meth:`~scvi_mmd.SCVIMMD.set_reference_sample`. Once stored, cells of batches
-        added later (a query mapped with ``load_query_data``) are also pulled towards that
-        sample: ``L_mmd`` gains the MMD between the minibatch's query cells and an equal-sized
-        random subset of the sample. ``0``: no sample.
+        Room for a reference sample of latent codes
+        (:meth:`~scvi_mmd.SCVIMMD.set_reference_sample`): cells of batches added later are
+        also pulled towards it. ``0``: no sample.
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -268,6 +211,7 @@ class MMDVAE(VAE):
         kl_weight: torch.Tensor | float = 1.0,
         mmd_weight: torch.Tensor | float | None = None,
         compute_null: bool = False,
+        compute_term: bool = True,
     ) -> LossOutput:
         """Negative ELBO plus ``mmd_weight * L_mmd``; ``L_mmd`` goes to ``extra_metrics``.
 
@@ -287,16 +231,21 @@ class MMDVAE(VAE):
         compute_null
             Also compute the permutation null (``extra_metrics["mmd_null"]``, no gradient),
             for the weight rule; the plan asks on the steps the rule needs it.
+        compute_term
+            ``False``: at weight 0 and without the null, skip the term (it is then only a
+            record; the plan asks for it on some steps).
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:
             mmd_weight = self.mmd_weight
+        untrained = isinstance(mmd_weight, int | float) and mmd_weight == 0
+        if untrained and not compute_term and not compute_null:
+            return elbo_output
         codes = self.mmd_codes(inference_outputs)
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
         # at weight 0 (a warm-up, nothing to correct, mmd_weight=0) the term is reported and
         # observed, not trained: no backward through the kernel
-        untrained = isinstance(mmd_weight, int | float) and mmd_weight == 0
         with torch.no_grad() if untrained else contextlib.nullcontext():
             if compute_null and self.n_batch >= 2:
                 mmd, null = self.penalty.term_and_null(codes, batch_index, labels)

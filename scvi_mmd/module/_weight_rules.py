@@ -1,11 +1,11 @@
 """What sets the weight of the MMD term during training: a weight rule.
 
-:class:`~scvi_mmd.train.MMDTrainingPlan` calls the rule's :meth:`~WeightRule.start` when
-training starts, asks :attr:`~WeightRule.current_weight` before every step and passes it to the
-loss, and, while :attr:`~WeightRule.listening`, gives :meth:`~WeightRule.observe` each step's
-MMD term and, on the steps :meth:`~WeightRule.null_due` asks for, its permutation null. Two rules exist: :class:`FixedWeight` and
-:class:`~scvi_mmd.module.StrengthController`; :func:`make_weight_rule` picks one from the
-user's ``mmd_weight`` / ``mmd_strength``.
+:class:`~scvi_mmd.train.MMDTrainingPlan` calls the rule's :meth:`~WeightRule.start` when training
+starts, asks :attr:`~WeightRule.current_weight` before every step and passes it to the loss, and,
+while :attr:`~WeightRule.listening`, gives :meth:`~WeightRule.observe` each step's MMD term and, on
+the steps :meth:`~WeightRule.null_due` asks for, its permutation null. Two rules exist:
+:class:`FixedWeight` and :class:`~scvi_mmd.module.StrengthController`; :func:`make_weight_rule`
+picks one from the user's ``mmd_weight`` / ``mmd_strength``.
 """
 
 from __future__ import annotations

@@ -19,20 +19,21 @@ MMD_WEIGHT_KEY = "mmd_weight"
 class MMDTrainingPlan(TrainingPlan):
     """:class:`~scvi.train.TrainingPlan` for :class:`~scvi_mmd.module.MMDVAE`.
 
-    The module returns the MMD term in ``LossOutput.extra_metrics["mmd_loss"]``. This plan
-    records it in :attr:`~scvi.model.base.BaseModelClass.history` as ``mmd_loss_train`` and
-    ``mmd_loss_validation``: per epoch, the mean over cells (each minibatch weighted by its
-    number of cells, as scvi-tools does for its extra metrics). The sums are kept on the device
-    and logged once per epoch, so the MMD adds no per-step logging cost.
+    The module returns the MMD term in ``LossOutput.extra_metrics["mmd_loss"]``. This plan records
+    it in :attr:`~scvi.model.base.BaseModelClass.history` as ``mmd_loss_train`` and
+    ``mmd_loss_validation``: per epoch, the mean over cells (each minibatch weighted by its number
+    of cells, as scvi-tools does for its extra metrics; at weight 0 with no rule listening, over
+    the steps that computed it: one in :attr:`record_every` and the epoch's first). The sums are
+    kept on the device and logged once per epoch, so the MMD adds no per-step logging cost.
 
     The plan owns the weight: before each training step it asks the module's weight rule
-    (:class:`~scvi_mmd.module.FixedWeight` or :class:`~scvi_mmd.module.StrengthController`)
-    for :attr:`mmd_weight` and passes it to the loss; it starts the rule when training starts
-    and, while the rule listens, gives it each training step's MMD term and, on the steps the
-    rule asks for, the permutation null (averaged over processes under DDP). The weight in effect is logged as
-    ``mmd_weight_train`` (mean over the epoch's steps) and the controller's discrepancy
-    ``mmd_loss - mmd_null`` as ``mmd_discrepancy_train``. An optional linear ramp of a fixed
-    weight (``n_epochs_mmd_warmup``) scales the weight from 0, in the style of the KL warm-up.
+    (:class:`~scvi_mmd.module.FixedWeight` or :class:`~scvi_mmd.module.StrengthController`) for
+    :attr:`mmd_weight` and passes it to the loss; it starts the rule when training starts and,
+    while the rule listens, gives it each training step's MMD term and, on the steps the rule asks
+    for, the permutation null (averaged over processes under DDP). The weight in effect is logged
+    as ``mmd_weight_train`` (mean over the epoch's steps) and the controller's discrepancy
+    ``mmd_loss - mmd_null`` as ``mmd_discrepancy_train``. An optional linear ramp of a fixed weight
+    (``n_epochs_mmd_warmup``) scales the weight from 0, in the style of the KL warm-up.
 
     Parameters
     ----------
@@ -101,6 +102,10 @@ class MMDTrainingPlan(TrainingPlan):
         if clusters is not None:  # decide on the clusters before the controller measures
             clusters.start(max(getattr(rule, "warmup_steps", 100) // 2, 1))
 
+    #: At weight 0 with no rule listening (a fixed weight 0, nothing to correct) the term is
+    #: computed, for the record (``mmd_loss_train``), on one training step in this many.
+    record_every = 4
+
     #: Training steps whose MMD terms are read to the host at once (one synchronisation of a
     #: GPU per this many steps, not one per step); the weight follows with that delay.
     observe_every = 8
@@ -135,6 +140,12 @@ class MMDTrainingPlan(TrainingPlan):
         """
         weight = self.mmd_weight
         self.loss_kwargs["compute_null"] = self.module.weight_rule.null_due(self.global_step)
+        # at weight 0, with no rule listening, the term is only a record: computed on one step
+        # in record_every, and on the epoch's first step (so that every epoch has one)
+        first = self._mmd_sums["train"][1] == 0
+        self.loss_kwargs["compute_term"] = (
+            weight != 0 or self.module.weight_rule.listening or first
+            or self.global_step % self.record_every == 0)
         self.loss_kwargs[MMD_WEIGHT_KEY] = weight
         self._weight_sum += weight
         self._weight_steps += 1
@@ -143,6 +154,7 @@ class MMDTrainingPlan(TrainingPlan):
     def validation_step(self, batch, batch_idx):
         """Validation step with the weight of the current step."""
         self.loss_kwargs["compute_null"] = False
+        self.loss_kwargs["compute_term"] = True
         self.loss_kwargs[MMD_WEIGHT_KEY] = self.mmd_weight
         return super().validation_step(batch, batch_idx)
 
