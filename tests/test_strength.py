@@ -85,22 +85,33 @@ def test_the_control_reads_the_null_on_one_step_in_null_every():
     assert controller.step == 24
 
 
-def test_training_computes_the_null_on_the_steps_the_controller_asks(shifted):
+def train_recording(adata, record, epochs, **kwargs):
+    """A trained ``SCVIMMD(adata, **kwargs)`` and ``record(model, loss_kwargs, output)`` of
+    each training step's loss.
+    """
     import scvi
 
     scvi.settings.seed = 0
-    adata = shifted.copy()
+    adata = adata.copy()
     SCVIMMD.setup_anndata(adata, batch_key="batch")
-    model = SCVIMMD(adata, n_hidden=64, mmd_strength=1.0)
+    model = SCVIMMD(adata, n_hidden=64, **kwargs)
     seen, loss = [], model.module.loss
 
-    def recording_loss(*args, compute_null=False, **kwargs):
+    def recording_loss(*args, **loss_kwargs):
+        output = loss(*args, **loss_kwargs)
         if model.module.training:
-            seen.append((model.module.strength.phase_name, compute_null))
-        return loss(*args, compute_null=compute_null, **kwargs)
+            seen.append(record(model, loss_kwargs, output))
+        return output
 
     model.module.loss = recording_loss
-    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, train_size=1.0)
+    model.train(max_epochs=epochs, batch_size=128, enable_progress_bar=False, train_size=1.0)
+    return model, seen
+
+
+def test_training_computes_the_null_on_the_steps_the_controller_asks(shifted):
+    model, seen = train_recording(
+        shifted, lambda m, kw, _: (m.module.strength.phase_name, kw["compute_null"]), 40,
+        mmd_strength=1.0)
     assert model.mmd_strength_state["phase"] == "control"
     warm = [null for phase, null in seen if phase == "warmup"]
     control = [null for phase, null in seen if phase == "control"]
@@ -224,22 +235,8 @@ def test_an_undecided_warmup_ends_by_its_longest_share():
 
 
 def test_at_weight_zero_the_term_is_computed_on_some_steps_only(shifted):
-    import scvi
-
-    scvi.settings.seed = 0
-    adata = shifted.copy()
-    SCVIMMD.setup_anndata(adata, batch_key="batch")
-    model = SCVIMMD(adata, n_hidden=64, mmd_weight=0.0)
-    computed, loss = [], model.module.loss
-
-    def recording_loss(*args, **kwargs):
-        output = loss(*args, **kwargs)
-        if model.module.training:
-            computed.append("mmd_loss" in output.extra_metrics)
-        return output
-
-    model.module.loss = recording_loss
-    model.train(max_epochs=10, batch_size=128, enable_progress_bar=False)
+    model, computed = train_recording(
+        shifted, lambda m, kw, output: "mmd_loss" in output.extra_metrics, 10, mmd_weight=0.0)
     # one step in four and each epoch's first: a record, not a cost on every step
     assert 10 <= sum(computed) < len(computed) / 2
     history = np.asarray(model.history["mmd_loss_train"], float).ravel()
