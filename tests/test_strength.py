@@ -193,6 +193,7 @@ def test_higher_strength_mixes_more(shifted, tmp_path):
     model.save(str(tmp_path / "m"), overwrite=True)
     loaded = SCVIMMD.load(str(tmp_path / "m"), adata=model.adata)
     assert loaded.mmd_strength_state == model.mmd_strength_state
+    assert loaded.mmd_weight == pytest.approx(model.mmd_weight, rel=1e-6) and model.mmd_weight > 0
     np.testing.assert_allclose(loaded.get_latent_representation(),
                                model.get_latent_representation(), rtol=1e-5, atol=1e-6)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scvi_mmd.cli._common import highly_variable
+
 BASELINES = ("pca", "scvi", "harmony", "scanorama")
 
 
@@ -33,8 +35,6 @@ def select_genes(adata, batch_key: str, n_top_genes: int = 2000, layer: str | No
     if layer is not None:
         adata.X = adata.layers[layer].copy()
     if 0 < n_top_genes < adata.n_vars:
-        from scvi_mmd.cli._common import highly_variable
-
         adata = adata[:, highly_variable(adata, n_top_genes, batch_key)].copy()
     lognorm = adata.copy()
     sc.pp.normalize_total(lognorm, target_sum=1e4)

@@ -262,7 +262,7 @@ def pooled_weights(
     groups
         Batch code of each cell, shape ``(n,)``.
     strata
-        Optional stratum code of each cell, shape ``(n,)``.
+        Optional stratum code (``>= 0``) of each cell, shape ``(n,)``.
     ignore
         Optional boolean per cell: cells left out (e.g. unmatched by a guard).
     dtype
@@ -289,11 +289,10 @@ def pooled_weights(
     if together is not None:
         same = same & together
     # cells of my batch (and stratum), myself included: with the U-statistic a batch of one
-    # cell has no within-batch estimate and is left out (so is a left-out cell: no partner)
+    # cell has no within-batch estimate and is left out; a left-out cell, alone in its stratum,
+    # has no other batch there and so weight 0 with either statistic
     count = same.sum(1).to(dtype)
     used_dt = (count >= 2 if unbiased else count >= 1).to(dtype)
-    if ignore is not None and not unbiased:  # (a left-out cell is its own batch of one)
-        used_dt = used_dt * ~ignore.reshape(-1)
     in_stratum = used_dt.sum().expand(n) if together is None else together.to(dtype) @ used_dt
     others = (in_stratum - count) * used_dt  # used cells of other batches in my stratum
     z = 0.5 * others.sum()

@@ -136,8 +136,10 @@ class StrengthController(WeightRule):
 
     @property
     def phase_name(self) -> str:
-        """``"warmup"``, ``"control"`` or ``"nothing_to_correct"``."""
-        return PHASES[int(self.phase)]
+        """``"warmup"``, ``"control"`` or ``"nothing_to_correct"`` (from the host copy: the
+        plan asks every step, and reading the buffer would synchronise a GPU).
+        """
+        return PHASES[self._phase]
 
     @property
     def listening(self) -> bool:
@@ -157,9 +159,9 @@ class StrengthController(WeightRule):
         """Take one training step's MMD term and its permutation null (``None`` or NaN on a
         step without one, in the control); update the weight. Returns the discrepancy read.
         """
-        phase = PHASES[int(self.phase)]
+        phase = self.phase_name
         has_null = null is not None and math.isfinite(null)
-        if phase == "warmup" and not has_null or not math.isfinite(mmd):
+        if (phase == "warmup" and not has_null) or not math.isfinite(mmd):
             return None  # a non-finite step is not evidence; the loss itself reports it
         self.step += 1
         if phase == "warmup":
@@ -227,6 +229,15 @@ class StrengthController(WeightRule):
     def _set(self, **values: float) -> None:
         for name, value in values.items():
             getattr(self, name).fill_(value)
+        if "phase" in values:
+            self._phase = int(values["phase"])
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        """Load the buffers, then the host copies of the phase and the weight (once)."""
+        super()._load_from_state_dict(*args, **kwargs)
+        self._phase = int(self.phase)
+        weight = float(self.weight)
+        self._log_weight = math.log(weight) if weight > 0 else None
 
     def extra_repr(self) -> str:
         return f"strength={self.strength:g}"

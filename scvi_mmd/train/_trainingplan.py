@@ -113,7 +113,8 @@ class MMDTrainingPlan(TrainingPlan):
     def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor | None) -> None:
         """Queue this step's MMD term and null (NaN where not computed) for the weight rule."""
         mmd = mmd.detach().float()
-        values = torch.stack([mmd, mmd.new_tensor(math.nan) if null is None
+        # (a NaN made on the device: no host-to-device copy per step)
+        values = torch.stack([mmd, torch.full_like(mmd, math.nan) if null is None
                               else null.detach().float()])
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
