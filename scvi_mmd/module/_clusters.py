@@ -49,7 +49,9 @@ class OnlineKMeans(nn.Module):
     def assign(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest centroid of each code, shape ``(n,)`` (unfilled centroids are skipped)."""
         z = z.detach().to(self.centroids.dtype)
-        d2 = torch.cdist(z, self.centroids).square()
+        centroids = self.centroids
+        # ||z - c||^2 less ||z||^2 (the same for every centroid of a code): one matrix product
+        d2 = torch.addmm((centroids * centroids).sum(1), z, centroids.T, alpha=-2.0)
         return d2.masked_fill(~self.filled[None, :], float("inf")).argmin(dim=1)
 
     @torch.no_grad()
