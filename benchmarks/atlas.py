@@ -9,6 +9,7 @@ Usage::
                                                        # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
     python benchmarks/atlas.py kang_donors --seeds 0   # Kang as 8 pseudo-donors, own mixes
+    python benchmarks/atlas.py large --epochs 5        # scale.py's 100,000 cells, 64 / 512 batches
 
 Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
 (``SCVIMMD(adata)``), the previous default (``mmd_pairs="sequential"``), fixed weights
@@ -97,6 +98,21 @@ def kang_donors(seed: int, n_donors: int = 4):
     return adata
 
 
+def large(n_batches: int, n_cells: int = 100_000):
+    """``scale.py``'s simulated counts (8 types, a gene-wise batch effect), loaded in memory."""
+    import tempfile
+    from pathlib import Path
+
+    import anndata
+    from scale import write_counts
+
+    path = Path(tempfile.gettempdir()) / "scvi_mmd_scale" / f"counts_{n_cells}_{n_batches}.h5ad"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_counts(path, n_cells, n_batches)
+    return anndata.read_h5ad(path)
+
+
 def harmony(adata, seed):
     """Harmony on the unintegrated PCA (``obsm["X_pca"]``, made by ``fit_pca``)."""
     from scvi_mmd.cli.benchmark import fit_harmony
@@ -168,6 +184,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             sets = [("kang", kang(seed, shift=False))]
         elif experiment == "kang_donors":
             sets = [("kang_donors", kang_donors(seed))]
+        elif experiment == "large":
+            sets = [(f"large_B{b}", large(b)) for b in sizes or (64, 512)]
         else:
             sets = [("kang_shifted", kang(seed))]
         for name, adata in sets:
@@ -204,7 +222,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
                         choices=["batches", "null", "mixes", "kang_shifted", "kang",
-                                 "kang_donors"])
+                                 "kang_donors", "large"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")

@@ -1,0 +1,105 @@
+"""The MMD term's cost per training step: SCVI's and the default's steps alternated.
+
+Usage::
+
+    python benchmarks/step_cost.py --batches 4,64,512            # 20,000 cells, minibatch 128
+    python benchmarks/step_cost.py --batches 4 --batch-size 1024
+
+Per-epoch ratios on this shared 2-core machine move by +-0.1 between rounds (its speed drifts
+over minutes). Here both models train in ONE process on the same minibatches, one step of
+each in turn (the order swapped every step), so a slow spell hits both: the ratio of their
+median step times is the cost of the term. The default ``SCVIMMD`` is first trained for
+``--epochs`` epochs (its controller leaves the warm-up and sets its weight); then each step is
+the module's forward pass with the loss, backward and an Adam step, with the weight it reached
+and the permutation null on the steps its controller asks for (one in four), as its training
+plan does after the warm-up (with nothing to correct: the term on one step in four, for the
+record).
+The data are ``scale.py``'s simulated counts, loaded in memory. Prints one line per setting;
+no file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps: int,
+               rounds: int) -> dict:
+    import anndata
+    import scvi
+    import torch
+    from scale import write_counts
+    from scvi.dataloaders import AnnDataLoader
+
+    from scvi_mmd import SCVIMMD
+
+    path = Path(tempfile.gettempdir()) / "scvi_mmd_scale" / f"counts_{n_cells}_{n_batches}.h5ad"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_counts(path, n_cells, n_batches)
+    scvi.settings.seed = 0
+    models = {}
+    for name, cls in (("SCVI", scvi.model.SCVI), ("default", SCVIMMD)):
+        adata = anndata.read_h5ad(path)
+        cls.setup_anndata(adata, batch_key="batch")
+        models[name] = cls(adata)
+    default = models["default"]
+    default.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False,
+                  train_size=1.0, check_val_every_n_epoch=None)
+    weight, rule = default.mmd_weight, default.module.weight_rule
+    loader = AnnDataLoader(models["SCVI"].adata_manager, batch_size=batch_size, shuffle=True)
+    minibatches = [b for _, b in zip(range(steps), loader, strict=False)]
+    optimisers = {k: torch.optim.Adam(m.module.parameters(), lr=1e-3) for k, m in models.items()}
+    times = {k: [] for k in models}
+    for name in models:
+        models[name].module.train()
+    for _ in range(rounds):
+        for i, tensors in enumerate(minibatches):
+            for name in (("SCVI", "default") if i % 2 else ("default", "SCVI")):
+                kwargs = {"kl_weight": 1.0}
+                if name == "default":  # as the training plan asks (record_every = 4)
+                    kwargs.update(mmd_weight=weight, compute_null=rule.null_due(i),
+                                  compute_term=weight != 0 or rule.listening or i % 4 == 0)
+                module = models[name].module
+                start = time.perf_counter()
+                loss = module(tensors, loss_kwargs=kwargs)[2].loss
+                loss.backward()
+                optimisers[name].step()
+                optimisers[name].zero_grad(set_to_none=True)
+                times[name].append(time.perf_counter() - start)
+    skip = len(minibatches) // 4  # the first steps of the first round warm the allocator
+    median = {k: float(np.median(v[skip:]) * 1e3) for k, v in times.items()}
+    return {"n_cells": n_cells, "n_batches": n_batches, "batch_size": batch_size,
+            "phase": default.mmd_strength_state["phase"], "weight": round(weight, 3),
+            "SCVI_step_ms": round(median["SCVI"], 2),
+            "default_step_ms": round(median["default"], 2),
+            "term_ms": round(median["default"] - median["SCVI"], 2),
+            "step_ratio": round(median["default"] / median["SCVI"], 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=20_000)
+    parser.add_argument("--batches", default="4,64,512")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the default first")
+    parser.add_argument("--steps", type=int, default=200, help="minibatches per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    for n_batches in (int(b) for b in args.batches.split(",")):
+        print(step_times(args.cells, n_batches, args.batch_size, args.epochs, args.steps,
+                         args.rounds), flush=True)
+
+
+if __name__ == "__main__":
+    main()
