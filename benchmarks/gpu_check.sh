@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh            # prints everything; commit what it prints
 # 1. the test suite (scvi-tools trains on the GPU when one is visible: accelerator "auto");
 # 2. host synchronisations per training step of the default (torch's sync debug mode);
-# 3. scale.py at 100k (ratios to SCVI) and 1M cells from a backed file;
+# 3. scale.py at 100k (ratios to SCVI) and 1M cells from a backed file; step_cost.py;
 # 4. DDP on every visible GPU, as scvi-tools 1.5 documents it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,10 @@ PY
 echo "== 3. scale"
 python benchmarks/scale.py --cells 100000 --batches 4,64,512 --in-memory --rounds 2 --workdir /tmp/scale
 python benchmarks/scale.py --cells 1000000 --batches 512 --epochs 1 --methods SCVI,default --workdir /tmp/scale
+
+echo "== 3b. the term's cost per step on the GPU (steps alternated with SCVI's)"
+python benchmarks/step_cost.py --device cuda --batches 4,64,512
+python benchmarks/step_cost.py --device cuda --batches 4,64 --batch-size 1024
 
 echo "== 4. DDP on all GPUs"
 python - <<'PY'

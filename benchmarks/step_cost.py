@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/step_cost.py --batches 4,64,512            # 20,000 cells, minibatch 128
     python benchmarks/step_cost.py --batches 4 --batch-size 1024
+    python benchmarks/step_cost.py --device cuda                 # on a GPU (gpu_check.sh)
 
 Per-epoch ratios on this shared 2-core machine move by +-0.1 between rounds (its speed drifts
 over minutes). Here both models train in ONE process on the same minibatches, one step of
@@ -34,7 +35,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 
 def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps: int,
-               rounds: int) -> dict:
+               rounds: int, device: str = "cpu") -> dict:
     import anndata
     import scvi
     import torch
@@ -55,14 +56,17 @@ def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps
         models[name] = cls(adata)
     default = models["default"]
     default.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False,
-                  train_size=1.0, check_val_every_n_epoch=None)
+                  train_size=1.0, check_val_every_n_epoch=None,
+                  accelerator="gpu" if device == "cuda" else "cpu")
     weight, rule = default.mmd_weight, default.module.weight_rule
     loader = AnnDataLoader(models["SCVI"].adata_manager, batch_size=batch_size, shuffle=True)
-    minibatches = [b for _, b in zip(range(steps), loader, strict=False)]
+    minibatches = [{k: v.to(device) for k, v in b.items()}
+                   for _, b in zip(range(steps), loader, strict=False)]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for model in models.values():
+        model.module.to(device).train()
     optimisers = {k: torch.optim.Adam(m.module.parameters(), lr=1e-3) for k, m in models.items()}
     times = {k: [] for k in models}
-    for name in models:
-        models[name].module.train()
     for _ in range(rounds):
         for i, tensors in enumerate(minibatches):
             for name in (("SCVI", "default") if i % 2 else ("default", "SCVI")):
@@ -71,15 +75,18 @@ def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps
                     kwargs.update(mmd_weight=weight, compute_null=rule.null_due(i),
                                   compute_term=weight != 0 or rule.listening or i % 4 == 0)
                 module = models[name].module
+                sync()
                 start = time.perf_counter()
                 loss = module(tensors, loss_kwargs=kwargs)[2].loss
                 loss.backward()
                 optimisers[name].step()
                 optimisers[name].zero_grad(set_to_none=True)
+                sync()
                 times[name].append(time.perf_counter() - start)
     skip = len(minibatches) // 4  # the first steps of the first round warm the allocator
     median = {k: float(np.median(v[skip:]) * 1e3) for k, v in times.items()}
-    return {"n_cells": n_cells, "n_batches": n_batches, "batch_size": batch_size,
+    return {"device": device, "n_cells": n_cells, "n_batches": n_batches,
+            "batch_size": batch_size,
             "phase": default.mmd_strength_state["phase"], "weight": round(weight, 3),
             "SCVI_step_ms": round(median["SCVI"], 2),
             "default_step_ms": round(median["default"], 2),
@@ -95,10 +102,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the default first")
     parser.add_argument("--steps", type=int, default=200, help="minibatches per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     for n_batches in (int(b) for b in args.batches.split(",")):
         print(step_times(args.cells, n_batches, args.batch_size, args.epochs, args.steps,
-                         args.rounds), flush=True)
+                         args.rounds, args.device), flush=True)
 
 
 if __name__ == "__main__":
