@@ -10,8 +10,9 @@ Reads ``benchmarks/results/peers/{kang,sim}.csv`` and writes, in the same folder
   headline table: each method's best scib total (mean over seeds, at its best knob value) and
   its batch score at SCVI's bio level;
 * ``tradeoff_peers.png``: batch correction (x) against bio conservation (y), one line per
-  tunable method through its knob values (labelled), fixed methods as points, the automatic
-  default as a star, error bars = sd over seeds, legend outside;
+  tunable method through its knob values (labelled), fixed methods as points, the library's
+  default (the strength at ``DEFAULT_STRENGTH``) as a star, error bars = sd over seeds,
+  legend outside;
 * ``umap_peers_<dataset>.png``: one column per method at its best setting (seed 0), coloured
   by batch and by cell type (from ``results/peers/embeddings/``, which ``peers.py`` writes).
 
@@ -36,20 +37,13 @@ METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", 
            "max_intrusion", "shared_batch_mixing", "fit_seconds"]
 DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
             "one type in one batch only"}
-DEFAULT = "scvi-mmd default"  # a row read at one chosen knob value, if a run has one
+STRENGTH = "scvi-mmd (strength)"
+DEFAULT = "scvi-mmd default"  # the strength row at DEFAULT_STRENGTH, shown as its own setting
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds per data set, method and knob value.
-
-    The automatic default is one setting whatever weight it chose per seed: its knob value
-    is left empty and the chosen weights are listed in ``chosen``.
-    """
+    """Mean and sd over seeds per data set, method and knob value."""
     table = table.assign(knob_value=table["knob_value"].astype(float))
-    default = table["method"] == DEFAULT
-    chosen = (table[default].groupby("dataset")["knob_value"]
-              .agg(lambda v: "/".join(f"{w:g}" for w in v)))
-    table.loc[default, "knob_value"] = np.nan
     keys = ["dataset", "method", "knob", "knob_value"]
     metrics = [m for m in METRICS if m in table]
     groups = table.fillna({"knob": ""}).groupby(keys, sort=False, dropna=False)
@@ -57,11 +51,16 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     summary = mean.join(sd, rsuffix="_sd").join(groups["seed"].nunique().rename("seeds"))
     if "embedding" in table:  # one obsm key per setting (the same in every seed)
         summary = summary.join(groups["embedding"].first())
-    summary = summary.reset_index()
-    is_default = summary["method"] == DEFAULT
-    summary["chosen"] = ""
-    summary.loc[is_default, "chosen"] = summary.loc[is_default, "dataset"].map(chosen)
-    return summary
+    return summary.reset_index()
+
+
+def default_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The library default: the strength's rows at :data:`scvi_mmd.DEFAULT_STRENGTH`."""
+    from scvi_mmd import DEFAULT_STRENGTH
+
+    rows = summary[(summary["method"] == STRENGTH)
+                   & np.isclose(summary["knob_value"].astype(float), DEFAULT_STRENGTH)]
+    return rows.assign(method=DEFAULT)
 
 
 def batch_at_bio(part: pd.DataFrame, bio_level: float) -> float:
@@ -79,14 +78,12 @@ def batch_at_bio(part: pd.DataFrame, bio_level: float) -> float:
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
     """Per data set and method: best total and its setting, batch at SCVI's bio."""
     rows = []
+    summary = pd.concat([summary, default_rows(summary)], ignore_index=True)
     for dataset, data in summary.groupby("dataset", sort=False):
         scvi_bio = float(data.loc[data["method"] == "SCVI", "Bio conservation"].iloc[0])
         for method, part in data.groupby("method", sort=False):
             best = part.loc[part["Total"].idxmax()]
             setting = "" if pd.isna(best["knob_value"]) else f"{best['knob']}={best['knob_value']:g}"
-            chosen = best.get("chosen", "")
-            if isinstance(chosen, str) and chosen:
-                setting = f"auto (chose {chosen})"
             rows.append({
                 "dataset": dataset, "method": method, "best setting": setting or "-",
                 "best total": f"{best['Total']:.3f} +- {best['Total_sd']:.3f}",
@@ -116,8 +113,7 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path) -> None:
                              squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         data = summary[summary["dataset"] == dataset]
-        plot_tradeoff_lines(ax, data[data["method"] != DEFAULT],
-                            highlight=data[data["method"] == DEFAULT],
+        plot_tradeoff_lines(ax, data, highlight=default_rows(data),
                             title=DATASETS.get(dataset, dataset))
     legend_outside(list(axes[0]))
     fig.tight_layout()
@@ -180,7 +176,7 @@ def main(argv=None):
              markdown(headline(summary)), "", "![trade-off](tradeoff_peers.png)", ""]
     for dataset in summary["dataset"].unique():
         data = summary[summary["dataset"] == dataset]
-        columns = ["method", "knob", "knob_value", "chosen", "seeds"]
+        columns = ["method", "knob", "knob_value", "seeds"]
         shown = data[columns].copy()
         shown["knob_value"] = [("" if pd.isna(v) else f"{v:g}") for v in shown["knob_value"]]
         for metric in METRICS:

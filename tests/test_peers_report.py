@@ -38,22 +38,28 @@ def test_batch_at_bio_is_nan_when_no_setting_keeps_the_bio():
     assert np.isnan(peers_report.batch_at_bio(_line([0.4, 0.6, 0.8], [0.6, 0.5, 0.4]), 0.7))
 
 
-def test_headline_from_raw_rows_best_total_and_the_default_as_one_setting():
+def test_headline_from_raw_rows_best_total_and_the_default_strength_as_its_own_row():
+    from scvi_mmd import DEFAULT_STRENGTH
+
     rows = []
-    for seed, chosen in ((0, 10.0), (1, 1000.0)):
+    for seed in (0, 1):
         settings = [("SCVI", "", np.nan, 0.5, 0.70), ("A", "k", 1.0, 0.5, 0.70),
                     ("A", "k", 10.0, 0.7, 0.69),
-                    (peers_report.DEFAULT, "mmd_weight", chosen, 0.6, 0.70)]
+                    (peers_report.STRENGTH, "mmd_strength", DEFAULT_STRENGTH, 0.6, 0.70),
+                    (peers_report.STRENGTH, "mmd_strength", 1.0, 0.8, 0.70)]
         for method, knob, value, batch, bio in settings:
             rows.append({"dataset": "d", "seed": seed, "method": method, "knob": knob,
                          "knob_value": value, "Batch correction": batch,
                          "Bio conservation": bio, "Total": 0.4 * batch + 0.6 * bio,
                          "fit_seconds": 1.0})
     summary = peers_report.summarise(pd.DataFrame(rows))
-    assert (summary["method"] == peers_report.DEFAULT).sum() == 1  # not one row per weight
+    assert len(summary) == 5 and set(summary["seeds"]) == {2}
     table = peers_report.headline(summary).set_index("method")
-    assert list(table.index) == ["SCVI", "A", peers_report.DEFAULT]
+    assert list(table.index) == ["SCVI", "A", peers_report.STRENGTH, peers_report.DEFAULT]
     assert table.loc["A", "best setting"] == "k=10"
     assert table.loc["A", "best total"].startswith(f"{0.4 * 0.7 + 0.6 * 0.69:.3f}")
     assert table.loc["A", "batch at SCVI's bio"] == "0.500"  # only k=1 keeps bio 0.70
-    assert table.loc[peers_report.DEFAULT, "best setting"] == "auto (chose 10/1000)"
+    # the strength's best is s = 1; the default is its own row at DEFAULT_STRENGTH
+    assert table.loc[peers_report.STRENGTH, "best setting"] == "mmd_strength=1"
+    assert table.loc[peers_report.DEFAULT, "best setting"] == f"mmd_strength={DEFAULT_STRENGTH:g}"
+    assert table.loc[peers_report.DEFAULT, "best total"].startswith(f"{0.4 * 0.6 + 0.6 * 0.7:.3f}")
