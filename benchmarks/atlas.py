@@ -100,17 +100,10 @@ def kang_donors(seed: int, n_donors: int = 4):
 
 def large(n_batches: int, n_cells: int = 100_000):
     """``scale.py``'s simulated counts (8 types, a gene-wise batch effect), loaded in memory."""
-    import tempfile
-    from pathlib import Path
-
     import anndata
-    from scale import write_counts
+    from scale import counts_file
 
-    path = Path(tempfile.gettempdir()) / "scvi_mmd_scale" / f"counts_{n_cells}_{n_batches}.h5ad"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_counts(path, n_cells, n_batches)
-    return anndata.read_h5ad(path)
+    return anndata.read_h5ad(counts_file(n_cells, n_batches))
 
 
 def harmony(adata, seed):

@@ -26,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from lightning.pytorch import Callback
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "scale"
 N_GENES, N_TYPES, CHUNK = 2000, 8, 50_000
+DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "scvi_mmd_scale"
 
 
 def write_counts(path: Path, n_cells: int, n_batches: int, seed: int = 0) -> None:
@@ -72,6 +74,15 @@ def write_counts(path: Path, n_cells: int, n_batches: int, seed: int = 0) -> Non
     os.replace(tmp, path)
     check = anndata.read_h5ad(path, backed="r")
     assert check.shape == (n_cells, N_GENES)
+
+
+def counts_file(n_cells: int, n_batches: int, workdir: str | Path = DEFAULT_WORKDIR) -> Path:
+    """The h5ad of :func:`write_counts` for these sizes in ``workdir``, written if missing."""
+    path = Path(workdir) / f"counts_{n_cells}_{n_batches}.h5ad"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_counts(path, n_cells, n_batches)
+    return path
 
 
 class StepTimer(Callback):
@@ -145,7 +156,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--methods", default="SCVI,default")
-    parser.add_argument("--workdir", default="/tmp/scvi_mmd_scale")
+    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
     parser.add_argument("--in-memory", action="store_true",
                         help="load the file into memory instead of training from disk")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -158,17 +169,13 @@ def main() -> None:
     import pandas as pd
 
     OUT.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
     rows, out = [], OUT / "scale.csv"
     if out.exists():
         rows = pd.read_csv(out).to_dict("records")
     methods = args.methods.split(",")
     for n_cells in (int(c) for c in args.cells.split(",")):
         for n_batches in (int(b) for b in args.batches.split(",")):
-            path = work / f"counts_{n_cells}_{n_batches}.h5ad"
-            if not path.exists():
-                write_counts(path, n_cells, n_batches)
+            path = counts_file(n_cells, n_batches, args.workdir)
             for rnd in range(args.rounds):
                 order = methods if rnd % 2 == 0 else methods[::-1]  # interleaved rounds
                 for method in order:

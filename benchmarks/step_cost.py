@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -39,15 +37,13 @@ def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps
     import anndata
     import scvi
     import torch
-    from scale import write_counts
+    from scale import counts_file
     from scvi.dataloaders import AnnDataLoader
 
     from scvi_mmd import SCVIMMD
+    from scvi_mmd.train import MMDTrainingPlan
 
-    path = Path(tempfile.gettempdir()) / "scvi_mmd_scale" / f"counts_{n_cells}_{n_batches}.h5ad"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_counts(path, n_cells, n_batches)
+    path = counts_file(n_cells, n_batches)
     scvi.settings.seed = 0
     models = {}
     for name, cls in (("SCVI", scvi.model.SCVI), ("default", SCVIMMD)):
@@ -71,9 +67,10 @@ def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps
         for i, tensors in enumerate(minibatches):
             for name in (("SCVI", "default") if i % 2 else ("default", "SCVI")):
                 kwargs = {"kl_weight": 1.0}
-                if name == "default":  # as the training plan asks (record_every = 4)
+                if name == "default":  # as the training plan asks
                     kwargs.update(mmd_weight=weight, compute_null=rule.null_due(i),
-                                  compute_term=weight != 0 or rule.listening or i % 4 == 0)
+                                  compute_term=weight != 0 or rule.listening
+                                  or i % MMDTrainingPlan.record_every == 0)
                 module = models[name].module
                 sync()
                 start = time.perf_counter()

@@ -162,7 +162,6 @@ def demo_data(seed: int):
 
 
 def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
-
     if adata.isbacked:  # the matrix stays on disk: train on its genes as they are
         if 0 < n_top_genes < adata.n_vars:
             raise InputError("--backed trains on every gene of INPUT: select genes beforehand "
