@@ -14,11 +14,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
-    "DEFAULT_STRENGTH",
-    "MMDTrainingPlan",
-    "MMDVAE",
-    "ORIGINAL_DESIGN",
-    "SCVIMMD",
-    "__version__",
+    "DEFAULT_STRENGTH", "MMDTrainingPlan", "MMDVAE", "ORIGINAL_DESIGN", "SCVIMMD", "__version__",
     "mmd",
 ]

@@ -1,15 +1,5 @@
-"""Quick, dependency-light summaries of an embedding (for the command line and the demo).
-
-For publication-grade scores use scib-metrics (``scvi_mmd.cli.benchmark``); these numbers are
-cheap (a k-nearest-neighbour graph) and read directly:
-
-* :func:`batch_mixing`: mean normalised entropy of the batches among each cell's neighbours,
-  1 = as mixed as the batch proportions allow, 0 = every neighbour from the cell's own batch;
-* :func:`label_purity`: mean fraction of each cell's neighbours that share its label,
-  1 = cell types perfectly apart;
-* :func:`exclusive_types` and :func:`exclusive_type_report`: for cell types that some batches
-  lack, how pure their neighbourhoods stay, how much of them lands among cells of the batches
-  that lack them, and how well the shared types mix (over-correction, with labels).
+"""Quick summaries of an embedding from a k-nearest-neighbour graph (the command line, the
+demo and the benchmarks; scib-metrics for publication-grade scores).
 """
 
 from __future__ import annotations
@@ -27,20 +17,8 @@ def _neighbours(embedding: np.ndarray, n_neighbors: int) -> np.ndarray:
 
 
 def batch_mixing(embedding: np.ndarray, batches: np.ndarray, n_neighbors: int = 30) -> float:
-    """Mean normalised entropy of neighbour batches, divided by that of the batch proportions.
-
-    Parameters
-    ----------
-    embedding
-        ``(n_cells, n_dims)`` array.
-    batches
-        Batch of each cell.
-    n_neighbors
-        Neighbours per cell.
-
-    Returns
-    -------
-    A number in ``[0, ~1]``; higher is better mixed.
+    """Mean entropy of the batches among each cell's ``n_neighbors`` neighbours, divided by
+    that of the batch proportions: ``[0, ~1]``, higher is better mixed.
     """
     codes, batch_codes = np.unique(np.asarray(batches), return_inverse=True)
     if len(codes) < 2:
@@ -54,40 +32,14 @@ def batch_mixing(embedding: np.ndarray, batches: np.ndarray, n_neighbors: int = 
 
 
 def label_purity(embedding: np.ndarray, labels: np.ndarray, n_neighbors: int = 30) -> float:
-    """Mean fraction of each cell's neighbours that share its label.
-
-    Parameters
-    ----------
-    embedding
-        ``(n_cells, n_dims)`` array.
-    labels
-        Label (cell type) of each cell.
-    n_neighbors
-        Neighbours per cell.
-
-    Returns
-    -------
-    A number in ``[0, 1]``; higher is better separated.
-    """
+    """Mean fraction of each cell's neighbours that share its label (``[0, 1]``)."""
     _, codes = np.unique(np.asarray(labels), return_inverse=True)
     neighbours = codes[_neighbours(np.asarray(embedding), n_neighbors)]
     return float((neighbours == codes[:, None]).mean())
 
 
 def exclusive_types(labels: np.ndarray, batches: np.ndarray) -> dict[str, list[str]]:
-    """The labels absent from at least one batch, each with the batches that lack it.
-
-    Parameters
-    ----------
-    labels
-        Label (cell type) of each cell.
-    batches
-        Batch of each cell.
-
-    Returns
-    -------
-    ``{label: [batches without it]}``, in sorted order; empty when every batch has every label.
-    """
+    """``{label: [batches without it]}`` for the labels some batch lacks (sorted)."""
     labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
     all_batches = np.unique(batches)
     found = {}
@@ -101,33 +53,13 @@ def exclusive_types(labels: np.ndarray, batches: np.ndarray) -> dict[str, list[s
 def exclusive_type_report(
     embedding: np.ndarray, labels: np.ndarray, batches: np.ndarray, n_neighbors: int = 30
 ) -> dict[str, float]:
-    """How well the types that some batches lack are kept apart, and how well the rest mix.
+    """How well the types some batches lack stay apart, and how well the rest mix.
 
-    For each label that some batch lacks (:func:`exclusive_types`):
-
-    * ``purity[<label>]``: mean fraction of its cells' neighbours with the same label
-      (1 = kept apart; low = merged into other types);
-    * ``intrusion[<label>]``: the fraction of the neighbours of cells from the batches that
-      lack the label that carry it (0 = nothing of it lands among cells that cannot be it).
-
-    And ``shared_batch_mixing``: :func:`batch_mixing` among the cells of the labels that every
-    batch holds (neighbours found among those cells only). ``min_purity`` and
-    ``max_intrusion`` summarise the labels.
-
-    Parameters
-    ----------
-    embedding
-        ``(n_cells, n_dims)`` array.
-    labels
-        Label (cell type) of each cell.
-    batches
-        Batch of each cell.
-    n_neighbors
-        Neighbours per cell.
-
-    Returns
-    -------
-    A flat dict of floats (NaN for the summaries when no label is exclusive).
+    Per exclusive label (:func:`exclusive_types`): ``purity[<label>]``, the share of its
+    cells' neighbours with its label, and ``intrusion[<label>]``, the share of the neighbours
+    of cells of the batches that lack it that carry it. ``min_purity``, ``max_intrusion``
+    (NaN when no label is exclusive), and ``shared_batch_mixing``: :func:`batch_mixing` among
+    the cells of the labels every batch holds.
     """
     embedding = np.asarray(embedding)
     labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)

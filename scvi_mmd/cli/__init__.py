@@ -1,9 +1,7 @@
-"""The ``scvi-mmd`` command line: ``integrate`` (train and write the latent) and ``sweep``.
+"""The ``scvi-mmd`` command line: ``integrate`` (train, write the latent) and ``sweep``.
 
-Every input problem ends in one line on standard error, ``scvi-mmd: error: ...``, and exit
-status 2; the input file is never written to, and outputs appear only when complete (written
-to a temporary name in the same folder, then renamed). One module per subcommand
-(:mod:`._integrate`, :mod:`._sweep`); plots in :mod:`._plots`; shared checks in :mod:`._common`.
+An input problem is one line on standard error (``scvi-mmd: error: ...``, status 2); the input
+is never written to; outputs appear only when complete (written aside, then renamed).
 """
 
 from __future__ import annotations
@@ -52,60 +50,51 @@ def build_parser() -> argparse.ArgumentParser:
         "to obsm['X_scvi_mmd'] of a copy of it (cells, obs, var and X untouched). Without "
         "INPUT, runs on a built-in simulated data set and reports how well batches mixed.",
     )
-    integrate.add_argument("input", nargs="?",
-                           help="h5ad file with raw counts (omit for the demo)")
-    integrate.add_argument("--batch-key", help="obs column with the batch (required with INPUT)")
-    integrate.add_argument("--labels-key", help="obs column with cell types (optional)")
-    integrate.add_argument("--label-aware", action="store_true",
-                           help="compare batches within each cell type of --labels-key "
-                           "(label-aware MMD)")
-    integrate.add_argument("--unlabeled-category",
-                           help="value of --labels-key marking unlabeled cells (ignored by the "
-                           "label-aware MMD)")
-    integrate.add_argument("--layer", help="layer with raw counts (default: X)")
-    integrate.add_argument("--n-top-genes", type=int, default=2000,
-                           help="highly variable genes to train on, seurat_v3 per batch; "
-                           "0 = all genes (default: 2000)")
-    integrate.add_argument("--strength", type=number_arg, default=None,
-                           help="correction strength in [0, 1]: the weight is set during "
-                           "training so that the batches' latent discrepancy goes from scVI's "
-                           "level (0) to the noise of a minibatch with no batch effect (1); "
-                           f"default {DEFAULT_STRENGTH:g} unless --mmd-weight is given")
-    integrate.add_argument("--mmd-weight", type=number_arg, default=None,
-                           help="instead of --strength: one fixed weight (0 = scVI)")
-    integrate.add_argument("--guard", action=argparse.BooleanOptionalAction, default=None,
-                           help="the label-free guard against over-correction: each batch "
-                           "pair's MMD compares only cells with a mutual nearest neighbour in "
-                           "the other batch (default: on, except with --label-aware or "
-                           "--mmd-mode fast)")
-    integrate.add_argument("--mmd-mode", choices=MMD_MODES,
-                           default=DEFAULT_MODE, help=f"MMD estimator (default: {DEFAULT_MODE})")
-    integrate.add_argument("--mmd-kernel-gamma", type=gamma_arg, default="median",
-                           help="kernel inverse bandwidth, a number or 'median' (default)")
-    integrate.add_argument("--mmd-kernel-scales", type=scales_arg,
-                           default=list(DEFAULT_KERNEL_SCALES),
-                           help="comma-separated multipliers of gamma for a multi-scale kernel, "
-                           "or 'none' (default: "
-                           + ",".join(f"{s:g}" for s in DEFAULT_KERNEL_SCALES) + ")")
-    integrate.add_argument("--mmd-pairs", choices=MMD_PAIRS, default=None,
-                           help="which batches are compared: all pairs pooled over the "
-                           "minibatch ('pooled', the default with the exact estimators) or "
-                           "pairs of batches ('sequential', the default with --mmd-mode fast "
-                           "or --label-aware)")
-    integrate.add_argument("--backed", action="store_true",
-                           help="read INPUT from disk as training goes (anndata backed mode), "
-                           "for files larger than memory; needs --n-top-genes 0")
-    integrate.add_argument("--max-epochs", type=positive_int, default=None,
-                           help="training epochs (default: scvi-tools' heuristic; "
-                           f"{DEMO_EPOCHS} for the demo)")
-    integrate.add_argument("--batch-size", type=minibatch_size, default=128)
-    integrate.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    integrate.add_argument("--seed", type=int, default=0)
-    integrate.add_argument("-o", "--output", help="output h5ad (required with INPUT)")
-    integrate.add_argument("--model-dir", help="save the trained model to this folder")
-    integrate.add_argument("--plots", help="folder for training-curve and UMAP plots")
-    integrate.add_argument("--overwrite", action="store_true",
-                           help="replace an existing output file or model folder")
+    add = integrate.add_argument
+    add("input", nargs="?", help="h5ad file with raw counts (omit for the demo)")
+    add("--batch-key", help="obs column with the batch (required with INPUT)")
+    add("--labels-key", help="obs column with cell types (optional)")
+    add("--label-aware", action="store_true",
+        help="compare batches within each cell type of --labels-key (label-aware MMD)")
+    add("--unlabeled-category",
+        help="value of --labels-key marking unlabeled cells (ignored by the label-aware MMD)")
+    add("--layer", help="layer with raw counts (default: X)")
+    add("--n-top-genes", type=int, default=2000,
+        help="highly variable genes to train on, seurat_v3 per batch; 0 = all (default: 2000)")
+    add("--strength", type=number_arg, default=None,
+        help="correction strength in [0, 1]: the weight is set during training so that the "
+        "batches' latent discrepancy goes from scVI's level (0) to the noise of a minibatch "
+        f"with no batch effect (1); default {DEFAULT_STRENGTH:g} unless --mmd-weight is given")
+    add("--mmd-weight", type=number_arg, default=None,
+        help="instead of --strength: one fixed weight (0 = scVI)")
+    add("--guard", action=argparse.BooleanOptionalAction, default=None,
+        help="the label-free guard against over-correction: compare only cells with a mutual "
+        "nearest neighbour in another batch (default: on, except with --label-aware or "
+        "--mmd-mode fast)")
+    add("--mmd-mode", choices=MMD_MODES, default=DEFAULT_MODE,
+        help=f"MMD estimator (default: {DEFAULT_MODE})")
+    add("--mmd-kernel-gamma", type=gamma_arg, default="median",
+        help="kernel inverse bandwidth, a number or 'median' (default)")
+    scales = ",".join(f"{s:g}" for s in DEFAULT_KERNEL_SCALES)
+    add("--mmd-kernel-scales", type=scales_arg, default=list(DEFAULT_KERNEL_SCALES),
+        help=f"comma-separated multipliers of gamma, or 'none' (default: {scales})")
+    add("--mmd-pairs", choices=MMD_PAIRS, default=None,
+        help="which batches are compared: all pairs pooled ('pooled', the default with the "
+        "exact estimators) or pairs ('sequential', the default with --mmd-mode fast or "
+        "--label-aware)")
+    add("--backed", action="store_true",
+        help="read INPUT from disk as training goes (anndata backed mode), for files larger "
+        "than memory; needs --n-top-genes 0")
+    add("--max-epochs", type=positive_int, default=None,
+        help=f"training epochs (default: scvi-tools' heuristic; {DEMO_EPOCHS} for the demo)")
+    add("--batch-size", type=minibatch_size, default=128)
+    add("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    add("--seed", type=int, default=0)
+    add("-o", "--output", help="output h5ad (required with INPUT)")
+    add("--model-dir", help="save the trained model to this folder")
+    add("--plots", help="folder for training-curve and UMAP plots")
+    add("--overwrite", action="store_true",
+        help="replace an existing output file or model folder")
 
     sweep = sub.add_parser(
         "sweep",
@@ -135,9 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ------------------------------------------------------------------ checks
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scvi-mmd`` console script."""
     parser = build_parser()
@@ -150,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scvi-mmd: interrupted; no output was written", file=sys.stderr)
         return 130
-
-
 
 
 if __name__ == "__main__":

@@ -141,7 +141,6 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
                          "pass --layer with the counts")
 
 
-
 def atomic_write_h5ad(adata, out: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
     os.close(fd)
@@ -173,11 +172,8 @@ def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):
 
 
 def highly_variable(adata, n_top_genes: int, batch_key: str, layer: str | None = None):
-    """Boolean mask of the ``n_top_genes`` most variable genes (seurat_v3 on counts, per batch).
-
-    With many small batches (samples, donors) seurat_v3's per-batch curve cannot always be
-    fitted (scanpy raises from its loess): the genes are then ranked over all cells, with a
-    warning, instead of failing.
+    """Mask of the ``n_top_genes`` most variable genes (seurat_v3 on counts, per batch; over
+    all cells, with a warning, when a batch is too small for scanpy's loess).
     """
     import warnings
 

@@ -57,26 +57,16 @@ def integrate(args) -> int:
         SCVIMMD.setup_anndata(work, batch_key=batch_key, layer=args.layer,
                               labels_key=labels_key if args.label_aware else None,
                               unlabeled_category=args.unlabeled_category)
-        model = SCVIMMD(
-            work,
-            mmd_mode=args.mmd_mode,
-            mmd_conditional=args.label_aware,
-            mmd_weight=args.mmd_weight,
-            mmd_strength=args.strength,
-            mmd_kernel_gamma=args.mmd_kernel_gamma,
-            mmd_kernel_scales=args.mmd_kernel_scales,
-            mmd_pairs=args.mmd_pairs,
-            mmd_guard=args.guard,
-        )
+        model = SCVIMMD(work, mmd_mode=args.mmd_mode, mmd_conditional=args.label_aware,
+                        mmd_weight=args.mmd_weight, mmd_strength=args.strength,
+                        mmd_kernel_gamma=args.mmd_kernel_gamma,
+                        mmd_kernel_scales=args.mmd_kernel_scales, mmd_pairs=args.mmd_pairs,
+                        mmd_guard=args.guard)
     except ValueError as error:
         raise InputError(str(error)) from None
     max_epochs = args.max_epochs or (DEMO_EPOCHS if demo else None)
-    model.train(
-        max_epochs=max_epochs,
-        batch_size=args.batch_size,
-        accelerator=args.accelerator,
-        check_val_every_n_epoch=1,
-    )
+    model.train(max_epochs=max_epochs, batch_size=args.batch_size,
+                accelerator=args.accelerator, check_val_every_n_epoch=1)
     latent = model.get_latent_representation()
 
     written = []
@@ -151,8 +141,6 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
             f"final weight {state['weight']:.3g}"))
     lines += [f"  wrote {path}" for path in written]
     return "\n".join(lines)
-
-
 
 
 def _weight_text(model) -> str:

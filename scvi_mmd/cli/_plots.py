@@ -1,7 +1,5 @@
-"""Plots of the command line: training curves and UMAPs (``integrate``), the trade-off, the
-metrics against the knob and UMAPs over the knob (``sweep``).
-
-Each plot is made to be read at a glance: legends outside the data, labels that do not overlap.
+"""Plots of ``integrate`` (training curves, UMAP) and ``sweep`` (trade-off, metrics against
+the knob, UMAPs over it): legends outside the data, labels that do not overlap.
 """
 
 from __future__ import annotations
@@ -63,11 +61,8 @@ def _summary(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_tradeoff(results: pd.DataFrame, path) -> None:
-    """Batch correction vs bio conservation: one line per SCVIMMD setting through its weights.
-
-    Markers are labelled with the weight (labels placed where they overlap nothing), the
-    methods without a knob are single points, error bars are the sd over seeds and the legend
-    is outside the axes (:mod:`scvi_mmd.cli.tradeoff_plot`).
+    """Batch correction vs bio conservation: one line per SCVIMMD setting through its weights
+    (:mod:`scvi_mmd.cli.tradeoff_plot`), error bars the sd over seeds.
     """
     import matplotlib
 

@@ -1,13 +1,6 @@
-"""Benchmark of the knob: scib-metrics scores of SCVIMMD over strengths or weights vs baselines.
-
-Needs the ``benchmark`` extra (scib-metrics, harmonypy, scanorama, matplotlib). Used by
-``scvi-mmd sweep`` and the scripts under ``benchmarks/``; every step is a plain function:
-
-1. :func:`select_genes`: 2,000 highly variable genes, seurat_v3 on counts, per batch;
-2. :func:`fit_pca`, :func:`fit_scvi`, :func:`fit_scvimmd`, :func:`fit_harmony`,
-   :func:`fit_scanorama`: one embedding each, in ``obsm``, with its fit time;
-3. :func:`score`: scib-metrics' :class:`~scib_metrics.benchmark.Benchmarker` on all embeddings;
-4. the sweep's plots (:mod:`scvi_mmd.cli._plots`).
+"""``scvi-mmd sweep``'s fits and scores (the ``benchmark`` extra), also used by ``benchmarks/``:
+gene selection, one embedding per method into ``obsm`` (returning its fit time), and
+scib-metrics' :class:`~scib_metrics.benchmark.Benchmarker` on all of them.
 """
 
 from __future__ import annotations
@@ -24,10 +17,8 @@ BASELINES = ("pca", "scvi", "harmony", "scanorama")
 
 
 def select_genes(adata, batch_key: str, n_top_genes: int = 2000, layer: str | None = None):
-    """Copy of ``adata`` with the ``n_top_genes`` most variable genes (seurat_v3, per batch).
-
-    Counts stay in ``X`` (from ``layer`` if given); log-normalised values go to
-    ``layers["lognorm"]``.
+    """A copy with the ``n_top_genes`` most variable genes (seurat_v3 per batch), counts in
+    ``X`` and log-normalised values in ``layers["lognorm"]``.
     """
     import scanpy as sc
 
@@ -55,51 +46,33 @@ def fit_pca(adata, n_comps: int = 50) -> float:
     return time.perf_counter() - start
 
 
-def _train(model, max_epochs: int, accelerator: str, batch_size: int) -> None:
-    model.train(
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        accelerator=accelerator,
-        enable_progress_bar=False,
-        check_val_every_n_epoch=max_epochs,
-    )
-
-
 def fit_scvi(adata, batch_key, key, seed=0, max_epochs=150, accelerator="auto",
-             batch_size=128, **model_kwargs) -> float:
-    """``scvi.model.SCVI`` latent into ``obsm[key]``; returns seconds."""
+             batch_size=128, model_cls=None, **model_kwargs) -> float:
+    """``scvi.model.SCVI`` (or ``model_cls``) latent into ``obsm[key]``; returns seconds.
+
+    A ``setup`` entry of ``model_kwargs`` goes to ``setup_anndata`` (e.g. ``labels_key``).
+    """
     import scvi
 
     start = time.perf_counter()
     scvi.settings.seed = seed
+    model_cls = model_cls or scvi.model.SCVI
     data = adata.copy()
-    scvi.model.SCVI.setup_anndata(data, batch_key=batch_key)
-    model = scvi.model.SCVI(data, **model_kwargs)
-    _train(model, max_epochs, accelerator, batch_size)
+    model_cls.setup_anndata(data, batch_key=batch_key, **model_kwargs.pop("setup", {}))
+    model = model_cls(data, **model_kwargs)
+    model.train(max_epochs=max_epochs, batch_size=batch_size, accelerator=accelerator,
+                enable_progress_bar=False, check_val_every_n_epoch=max_epochs)
     adata.obsm[key] = model.get_latent_representation()
     return time.perf_counter() - start
 
 
 def fit_scvimmd(adata, batch_key, key, seed=0, max_epochs=150, accelerator="auto",
                 batch_size=128, **model_kwargs) -> float:
-    """``SCVIMMD`` latent into ``obsm[key]``; returns seconds.
-
-    ``model_kwargs``: SCVIMMD arguments (mmd_* etc.); a ``setup`` entry holds extra
-    :meth:`~scvi_mmd.SCVIMMD.setup_anndata` arguments (e.g. ``labels_key``).
-    """
-    import scvi
-
+    """:class:`~scvi_mmd.SCVIMMD` latent into ``obsm[key]`` (as :func:`fit_scvi`)."""
     from scvi_mmd import SCVIMMD
 
-    start = time.perf_counter()
-    scvi.settings.seed = seed
-    data = adata.copy()
-    setup = model_kwargs.pop("setup", {})
-    SCVIMMD.setup_anndata(data, batch_key=batch_key, **setup)
-    model = SCVIMMD(data, **model_kwargs)
-    _train(model, max_epochs, accelerator, batch_size)
-    adata.obsm[key] = model.get_latent_representation()
-    return time.perf_counter() - start
+    return fit_scvi(adata, batch_key, key, seed, max_epochs, accelerator, batch_size,
+                    model_cls=SCVIMMD, **model_kwargs)
 
 
 def fit_harmony(adata, batch_key, key="X_harmony", seed=0) -> float:
@@ -157,8 +130,8 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
 
 
 def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
-    """Add scib-metrics' batch / bio / total to each row, by its ``embedding`` key, from one
-    :func:`score` call on those embeddings and ``X_pca`` (which must be in ``obsm``).
+    """Add scib-metrics' batch / bio / total to each row (by its ``embedding``) from one
+    :func:`score` call (``obsm["X_pca"]`` needed).
     """
     keys = list(dict.fromkeys(row["embedding"] for row in rows))
     table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
@@ -167,52 +140,19 @@ def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None
             row[column] = float(table.loc[row["embedding"], column])
 
 
-def run_sweep(
-    adata,
-    batch_key: str,
-    labels_key: str,
-    weights=(0.0, 1.0, 10.0, 100.0),
-    modes=("normal",),
-    seeds=(0,),
-    baselines=BASELINES,
-    layer: str | None = None,
-    n_top_genes: int = 2000,
-    max_epochs: int = 150,
-    accelerator: str = "auto",
-    output_dir: str | Path = "sweep",
-    mmd_kwargs: dict | None = None,
-    configs: dict[str, dict] | None = None,
-    n_jobs: int = 2,
-    umap_weights: list[float] | None = None,
-    strengths=(),
-) -> pd.DataFrame:
+def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 100.0),
+              modes=("normal",), seeds=(0,), baselines=BASELINES, layer: str | None = None,
+              n_top_genes: int = 2000, max_epochs: int = 150, accelerator: str = "auto",
+              output_dir: str | Path = "sweep", mmd_kwargs: dict | None = None,
+              configs: dict[str, dict] | None = None, n_jobs: int = 2,
+              umap_weights: list[float] | None = None, strengths=()) -> pd.DataFrame:
     """Fit and score everything, write ``results.csv`` and plots; return the table.
 
-    Parameters
-    ----------
-    adata
-        AnnData with raw counts (in ``X`` or ``layer``).
-    batch_key, labels_key
-        obs columns with batches and cell types.
-    weights, modes
-        Grid of ``mmd_weight`` and ``mmd_mode`` for SCVIMMD.
-    strengths
-        ``mmd_strength`` values, each fit with the library's default configuration
-        (``mmd_strength`` column; their ``mmd_weight`` is empty).
-    seeds
-        Seeds; every scVI-family fit and Harmony/Scanorama is repeated per seed.
-    baselines
-        Subset of ``("pca", "scvi", "harmony", "scanorama")``; PCA is always computed (it is
-        scib-metrics' unintegrated reference) but only scored when listed.
-    n_top_genes, max_epochs, accelerator
-        Gene selection and training settings, the same for every scVI-family fit.
-    output_dir
-        Folder for ``results.csv`` and the PNG plots.
-    mmd_kwargs
-        Extra SCVIMMD arguments (e.g. ``mmd_kernel_gamma``), for a single configuration.
-    configs
-        Several named configurations ``{name: SCVIMMD arguments}``, each run over the grid;
-        overrides ``mmd_kwargs``. The name is in the ``config`` column.
+    ``weights`` x ``modes`` are fixed-weight SCVIMMD fits (``weights`` may be a dict per
+    config); ``strengths``, fits of the default configuration. Every fit and baseline
+    (``pca``, ``scvi``, ``harmony``, ``scanorama``; PCA is always computed, scib-metrics'
+    unintegrated reference) is repeated per seed. ``configs`` ``{name: SCVIMMD arguments}``
+    (default ``{"default": mmd_kwargs}``) name the ``config`` column.
     """
     if configs is None:
         configs = {"default": dict(mmd_kwargs or {})}
@@ -222,47 +162,40 @@ def run_sweep(
     rows = []
     pca_seconds = fit_pca(data)
     for seed in seeds:
-        fits = {}
+        fits = {}  # obsm key -> the row's description
+
+        def fit(key, method, seconds, config=None, mode=None, weight=None, strength=None,
+                fits=fits, seed=seed):
+            fits[key] = {"method": method, "config": config, "mmd_mode": mode,
+                         "mmd_weight": weight, "mmd_strength": strength, "seed": seed,
+                         "max_epochs": max_epochs, "fit_seconds": seconds}
+
         if "pca" in baselines:
-            fits["X_pca"] = ("Unintegrated PCA", None, None, pca_seconds)
+            fit("X_pca", "Unintegrated PCA", pca_seconds)
         if "scvi" in baselines:
             key = f"X_scvi_s{seed}"
-            fits[key] = ("SCVI", None, None, fit_scvi(data, batch_key, key, seed, max_epochs,
-                                                       accelerator))
+            fit(key, "SCVI", fit_scvi(data, batch_key, key, seed, max_epochs, accelerator))
         if "harmony" in baselines:
             key = f"X_harmony_s{seed}"
-            fits[key] = ("Harmony", None, None, fit_harmony(data, batch_key, key, seed))
+            fit(key, "Harmony", fit_harmony(data, batch_key, key, seed))
         if "scanorama" in baselines:
             key = f"X_scanorama_s{seed}"
-            fits[key] = ("Scanorama", None, None, fit_scanorama(data, batch_key, key, seed))
+            fit(key, "Scanorama", fit_scanorama(data, batch_key, key, seed))
         for name, kwargs in configs.items():
             for mode in modes:
-                grid = weights[name] if isinstance(weights, dict) else weights
-                for weight in grid:
+                for weight in weights[name] if isinstance(weights, dict) else weights:
                     key = f"X_mmd_{name}_{mode}_w{weight:g}_s{seed}"
                     seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
                                           mmd_mode=mode, mmd_weight=weight, **dict(kwargs))
-                    fits[key] = ("SCVIMMD", name, mode, weight, seconds)
+                    fit(key, "SCVIMMD", seconds, name, mode, weight)
         for strength in strengths:
             key = f"X_mmd_strength_{strength:g}_s{seed}"
             seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
                                   mmd_strength=strength)
-            fits[key] = ("SCVIMMD", f"strength {strength:g}", None, None, seconds)
-        for key, value in list(fits.items()):
-            if len(value) == 4:
-                fits[key] = (value[0], None, *value[1:])
+            fit(key, "SCVIMMD", seconds, f"strength {strength:g}", strength=strength)
         table = score(data, batch_key, labels_key, list(fits), n_jobs=n_jobs)
-        for _, row in table.iterrows():
-            method, config, mode, weight, seconds = fits[row["embedding"]]
-            strength = (float(config.split()[1]) if isinstance(config, str)
-                        and config.startswith("strength ") else None)
-            rows.append({"method": method, "config": config, "mmd_mode": mode,
-                         "mmd_weight": weight, "mmd_strength": strength, "seed": seed,
-                         "max_epochs": max_epochs,
-                         "fit_seconds": seconds,
-                         **row.to_dict()})
-        results = pd.DataFrame(rows)
-        results.to_csv(output_dir / "results.csv", index=False)
+        rows += [{**fits[row["embedding"]], **row.to_dict()} for _, row in table.iterrows()]
+        pd.DataFrame(rows).to_csv(output_dir / "results.csv", index=False)
     results = pd.DataFrame(rows)
     from scvi_mmd.cli._plots import plot_metric_curves, plot_tradeoff, plot_umaps
 

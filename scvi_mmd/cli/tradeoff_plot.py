@@ -1,15 +1,8 @@
-"""Trade-off plots that read at a glance: one line per tunable method, labels that do not overlap.
+"""Trade-off plots read at a glance: one line per tunable method, labels that do not overlap.
 
-Used by :func:`scvi_mmd.cli._plots.plot_tradeoff` (``scvi-mmd sweep``) and by the benchmark
-reports. Input is a summary table with one row per method and knob value (mean over seeds):
-
-* ``method``; ``knob_value`` (NaN for a method without a knob);
-* the x and y metrics (default scib-metrics' ``Batch correction`` and ``Bio conservation``),
-  and optionally their standard deviations ``<metric>_sd`` for error bars.
-
-A method with two or more knob values is drawn as a line through them in knob order, each
-marker labelled with its value; a method without a knob is one point. The legend sits outside
-the axes and labels are placed greedily where they overlap no other label or marker.
+Input: a summary table, one row per ``method`` and ``knob_value`` (NaN without a knob), with
+the two metrics and optionally their ``<metric>_sd``. A method with two or more knob values
+is a line through them, each marker labelled with its value; the others are single points.
 """
 
 from __future__ import annotations
@@ -30,30 +23,11 @@ def annotate_without_overlap(ax, xs: Sequence[float], ys: Sequence[float],
                              texts: Sequence[str], fontsize: float = 7,
                              avoid: Sequence[tuple[float, float]] = (),
                              colors: Sequence | None = None, **kwargs) -> list:
-    """Label each point ``(xs[i], ys[i])`` with ``texts[i]`` where no other label or point is.
+    """Label each point with its text where no other label, marker or ``avoid`` point is.
 
-    Tries eight positions around each point, then the same at twice the distance, and keeps
-    the first whose box overlaps no earlier label, no marker (the labelled points and
-    ``avoid``) and stays inside the axes; if none does, the one with the least overlap.
-
-    Parameters
-    ----------
-    ax
-        A matplotlib axes whose data limits are final (labels are placed in display space).
-    xs, ys, texts
-        Points and their labels.
-    fontsize
-        Label font size.
-    avoid
-        Further points (data coordinates) that labels must not cover.
-    colors
-        One text colour per label (default: matplotlib's).
-    **kwargs
-        Passed to :meth:`~matplotlib.axes.Axes.annotate` (e.g. ``color``).
-
-    Returns
-    -------
-    The annotation artists, in the order of ``texts``.
+    Tries eight positions around the point, then at twice the distance, and keeps the first
+    free one inside the axes (else the least overlap). The axes' limits must be final.
+    ``colors``: one per label; ``kwargs`` go to :meth:`~matplotlib.axes.Axes.annotate`.
     """
     from matplotlib.transforms import Bbox
 
@@ -110,22 +84,8 @@ def _inside_area(box, frame) -> float:
 def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
                         y: str = "Bio conservation", highlight: pd.DataFrame | None = None,
                         title: str | None = None) -> None:
-    """Draw the trade-off of ``summary`` on ``ax`` (see the module docstring).
-
-    Parameters
-    ----------
-    ax
-        Matplotlib axes.
-    summary
-        One row per ``method`` and ``knob_value`` with columns ``x``, ``y`` and optionally
-        ``x + "_sd"``, ``y + "_sd"``.
-    x, y
-        Metrics on the axes.
-    highlight
-        Rows (same columns) drawn as large stars on top, e.g. an automatic default; their
-        ``method`` is the legend entry.
-    title
-        Axes title.
+    """Draw the trade-off of ``summary`` on ``ax``; ``highlight`` rows (e.g. the default) are
+    large stars on top, labelled in the legend by their ``method``.
     """
     lines, points = [], []
     for method, part in summary.groupby("method", sort=False):

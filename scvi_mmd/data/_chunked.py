@@ -1,15 +1,9 @@
-"""Minibatches of an AnnData whose matrix stays on disk, read in contiguous chunks.
+"""Minibatches of an AnnData whose matrix stays on disk, read in contiguous chunks of rows.
 
-scvi-tools reads a backed AnnData's minibatch as one fancy index of 128 scattered rows into
-the h5py matrix: about a second per minibatch here, hours per epoch of a million cells.
-:class:`ChunkedDataModule` reads contiguous runs of rows instead (three h5py reads per run),
-shuffled at two levels so that a minibatch still mixes the whole file: each epoch visits the
-chunks of ``chunk_size`` rows in a random order, ``chunks_per_buffer`` of them at a time, and
-draws the minibatches from a random permutation of each buffer's rows. With the defaults
-(64-row chunks, 256 per buffer) a minibatch's cells come from up to 128 places in the file,
-so a file sorted by sample still gives minibatches that hold many samples (minibatches drawn
-from a few batches made batch normalisation write the batch into the latent space:
-docs/atlas.md).
+scvi-tools reads a backed minibatch as one fancy index of scattered rows (about a second per
+minibatch here). Here each epoch visits chunks of ``chunk_size`` rows in a random order,
+``chunks_per_buffer`` at a time, and draws minibatches from a permutation of each buffer, so
+a file sorted by sample still gives minibatches of many samples (docs/atlas.md).
 """
 
 from __future__ import annotations
@@ -26,10 +20,8 @@ from scvi.data import AnnTorchDataset
 
 
 def read_rows(data, rows: np.ndarray):
-    """Rows ``rows`` (sorted, unique) of a registered field: a CSR matrix if the field is
-    sparse (made dense a minibatch at a time), else an array.
-
-    A backed matrix is read one contiguous run of rows at a time; an in-memory one is indexed.
+    """Rows ``rows`` (sorted, unique) of a registered field, CSR if sparse; a backed matrix
+    is read one contiguous run at a time.
     """
     if isinstance(data, np.ndarray) or sp.issparse(data):
         block = data[rows]
@@ -42,10 +34,8 @@ def read_rows(data, rows: np.ndarray):
 
 
 class _Rows:
-    """Minibatches (dicts of tensors, as :class:`scvi.dataloaders.AnnDataLoader` gives) of the
-    cells ``rows``: shuffled by chunks and buffers, or in the order given. An iterable with a
-    length, which Lightning takes as a data loader (the reading is in this process: h5py files
-    are not shared with workers).
+    """Minibatches of the cells ``rows`` (dicts of tensors, as scvi-tools' loader gives),
+    shuffled by chunks and buffers or in order; read in this process (h5py is not shared).
     """
 
     def __init__(self, dataset: AnnTorchDataset, rows: np.ndarray, batch_size: int,
@@ -109,29 +99,24 @@ class _Rows:
 
 
 class ChunkedDataModule(LightningDataModule):
-    """Training and validation minibatches of a registered (e.g. backed) AnnData, read from
-    disk in contiguous chunks of rows; pass to :meth:`scvi_mmd.SCVIMMD.train` as
-    ``datamodule`` (it is the default there for a backed AnnData).
+    """Training and validation minibatches of a registered (e.g. backed) AnnData, read in
+    chunks of rows; the default ``datamodule`` of :meth:`scvi_mmd.SCVIMMD.train` when backed.
 
     Parameters
     ----------
     adata_manager
-        The model's :class:`~scvi.data.AnnDataManager` (``model.adata_manager``).
+        The model's :class:`~scvi.data.AnnDataManager`.
     batch_size
         Minibatch size.
     train_size
-        Share of the cells to train on, drawn at random; the rest is the validation set.
-        ``None``: 0.9, as scvi-tools.
-    chunk_size
-        Rows read together, from one place in the file.
-    chunks_per_buffer
-        Chunks read before they are shuffled together into minibatches (memory:
-        ``chunk_size * chunks_per_buffer`` rows, kept sparse if the matrix is).
+        Share of the cells to train on, at random (``None``: 0.9); the rest validates.
+    chunk_size, chunks_per_buffer
+        Rows read together from one place; chunks shuffled together (memory:
+        ``chunk_size * chunks_per_buffer`` rows).
     seed
-        Seed of the split and of the shuffles (``None``: ``scvi.settings.seed``).
+        Seed of the split and shuffles (``None``: ``scvi.settings.seed``).
     drop_last
-        Drop the last, incomplete minibatch of each epoch; ``None``: drop it when it would hold
-        one cell (batch normalisation needs two).
+        Drop the last, incomplete minibatch; ``None``: when it would hold one cell.
     """
 
     def __init__(self, adata_manager, batch_size: int = 128, train_size: float | None = None,
@@ -181,9 +166,7 @@ class ChunkedDataModule(LightningDataModule):
 
 def ordered_loader(adata_manager, indices=None, batch_size: int = 128,
                    buffer_rows: int = 16384):
-    """Minibatches of the cells ``indices`` (all: ``None``) in their order, read in runs of
-    rows: what the model's inference methods use for a backed AnnData.
-    """
+    """Minibatches of ``indices`` (``None``: all) in order, read in runs of rows (inference)."""
     rows = np.arange(adata_manager.adata.n_obs) if indices is None else np.asarray(indices)
     chunks = max(1, buffer_rows // batch_size)
     return _Rows(AnnTorchDataset(adata_manager), rows, batch_size, False, batch_size, chunks, 0,

@@ -8,62 +8,25 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def simulate_batches(
-    n_cells: int = 3000,
-    n_genes: int = 1000,
-    n_batches: int = 3,
-    n_cell_types: int = 5,
-    batch_effect: float = 0.5,
-    type_effect: float = 1.5,
-    marker_fraction: float = 0.05,
-    dispersion: float = 5.0,
-    library_size: float = 3000.0,
-    type_only_in_batch: dict[int, int] | None = None,
-    type_in_batches: dict[int, list[int]] | None = None,
-    type_proportions: np.ndarray | None = None,
-    seed: int = 0,
-) -> anndata.AnnData:
+def simulate_batches(n_cells: int = 3000, n_genes: int = 1000, n_batches: int = 3,
+                     n_cell_types: int = 5, batch_effect: float = 0.5, type_effect: float = 1.5,
+                     marker_fraction: float = 0.05, dispersion: float = 5.0,
+                     library_size: float = 3000.0,
+                     type_only_in_batch: dict[int, int] | None = None,
+                     type_in_batches: dict[int, list[int]] | None = None,
+                     type_proportions: np.ndarray | None = None, seed: int = 0) -> anndata.AnnData:
     """Simulate negative-binomial counts from cell-type programs times per-batch gene factors.
 
     Each gene has a base rate; each cell type multiplies a random ``marker_fraction`` of the
-    genes by ``exp(type_effect * N(1, 0.25))`` (its markers); each batch multiplies every gene
-    by ``exp(N(0, batch_effect))``. Counts are negative binomial with mean
-    ``library * rate / sum(rate)`` and inverse dispersion ``dispersion``; library sizes are
-    log-normal around ``library_size``.
-
-    Parameters
-    ----------
-    n_cells
-        Number of cells, split evenly over batches; cell types are drawn uniformly.
-    n_genes
-        Number of genes.
-    n_batches
-        Number of batches (``obs["batch"]``: ``"batch_0"``, ...).
-    n_cell_types
-        Number of cell types (``obs["cell_type"]``: ``"type_0"``, ...).
-    batch_effect
-        Standard deviation of the per-batch log gene factors; ``0`` means no batch effect.
-    type_effect
-        Strength of the cell-type marker programs.
-    marker_fraction
-        Fraction of genes that are markers of each cell type.
-    dispersion
-        Inverse dispersion ``theta`` of the negative binomial.
-    library_size
-        Median total count per cell.
-    type_only_in_batch
-        ``{type: batch}``: that cell type exists in that batch only (its cells drawn in other
-        batches are given other types), to test over-correction.
-    type_proportions
-        Optional ``(n_batches, n_cell_types)`` array: the mix of cell types of each batch
-        (rows are normalised; a 0 keeps a type out of a batch). Default: uniform.
-    seed
-        Seed of the random generator.
-
-    Returns
-    -------
-    AnnData with raw counts in ``X`` (sparse CSR, float32), ``obs["batch"]`` and
-    ``obs["cell_type"]`` (categorical), and the settings in ``uns["simulation"]``.
+    genes by ``exp(type_effect * N(1, 0.25))``; each batch multiplies every gene by
+    ``exp(N(0, batch_effect))``. Counts: negative binomial, mean ``library * rate /
+    sum(rate)``, inverse dispersion ``dispersion``, log-normal libraries around
+    ``library_size``. Cells are split evenly over batches (``obs["batch"]``: ``"batch_0"``,
+    ...); types (``obs["cell_type"]``: ``"type_0"``, ...) are drawn uniformly, or from
+    ``type_proportions`` ``(n_batches, n_cell_types)`` (rows normalised; 0 keeps a type out).
+    ``type_only_in_batch`` ``{type: batch}`` and ``type_in_batches`` ``{type: [batches]}``
+    restrict a type to some batches (its cells elsewhere get other types). Returns sparse
+    float32 counts in ``X`` and the settings in ``uns["simulation"]``.
     """
     if n_batches < 1 or n_cell_types < 1 or n_cells < 1 or n_genes < 1:
         raise ValueError("`n_cells`, `n_genes`, `n_batches` and `n_cell_types` must be >= 1.")

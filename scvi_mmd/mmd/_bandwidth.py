@@ -10,30 +10,13 @@ __all__ = ["median_heuristic_gamma"]
 def median_heuristic_gamma(
     z: torch.Tensor, groups: torch.Tensor | None = None, ignore: int | None = None
 ) -> torch.Tensor:
-    """Inverse bandwidth from the median heuristic, ``gamma = 1 / (2 median ||z_i - z_j||^2)``.
+    """The median heuristic ``1 / (2 median ||z_i - z_j||^2)`` (Gretton et al., 2012, Sec. 8).
 
-    That is ``k = exp(-d^2 / (2 sigma^2))`` with ``sigma`` the median distance (Gretton et al.,
-    2012, Sec. 8). The median is taken over the ``n`` pairs ``(i, i + n // 2 mod n)`` of the
-    (shuffled) minibatch, so it costs ``O(n d)``; the result is detached (no gradient).
-
-    With ``groups`` (e.g. cell-type labels) the median is taken over pairs of cells *of the same
-    group* only: cells are stably sorted by group and each is paired with the next one of its
-    group (``O(n log n)``), so the bandwidth follows the within-group spread that a
-    class-conditional MMD compares, not the distances between groups. Cells of group
-    ``ignore`` are left out; if no pair remains, the minibatch-wide median is used.
-
-    Parameters
-    ----------
-    z
-        Tensor of shape ``(..., n, d)``.
-    groups
-        Optional group code of each cell, shape ``(n,)`` or ``(n, 1)``.
-    ignore
-        Optional group code whose cells form no pair.
-
-    Returns
-    -------
-    Tensor of shape ``(...)``.
+    The median is over the ``n`` pairs ``(i, i + n // 2 mod n)`` of the shuffled minibatch
+    (``O(n d)``, detached). With ``groups`` (shape ``(n,)`` or ``(n, 1)``), over consecutive
+    cells of the same group after a stable sort (the within-group spread a class-conditional
+    MMD compares), leaving out group ``ignore``; the minibatch-wide median if no pair remains.
+    Returns shape ``(...)`` for ``z`` of shape ``(..., n, d)``.
     """
     z = z.detach()
     n = z.shape[-2]

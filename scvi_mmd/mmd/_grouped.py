@@ -1,12 +1,10 @@
-"""Grouped MMD estimators: the batch MMD term of a minibatch in one pass.
+"""Grouped MMD estimators: the batch term of a minibatch over pairs of groups, in one pass.
 
-:func:`grouped_mmd_exact` and :func:`grouped_mmd_linear` take one tensor ``z`` of shape
-``(..., n, d)``, an integer group code per cell (the batch) and a pairing of groups
-(:mod:`._pairings`), and return MMD^2 per pair, reduced by sum or mean. They use only tensor
-operations of shapes fixed by ``n`` and the number of groups: no Python loop over groups, no
-data-dependent shapes and no host-device synchronisation, so they run the same on a GPU.
-:func:`grouped_mmd` dispatches by estimator; :func:`grouped_mmd_conditional` compares batches
-within each label (the class-conditional MMD) and averages over labels.
+``z`` ``(..., n, d)`` (a leading sample dimension is allowed), ``groups`` the code of each cell
+in ``[0, n_groups)`` (``(n,)`` or ``(n, 1)``), ``partners`` a pairing (:mod:`._pairings`;
+default :func:`sequential_pairs`), ``gamma`` as in :func:`gaussian_kernel`. Shapes are fixed
+by ``n`` and the number of groups: no loop over groups, no host synchronisation. Each returns
+``(...)``, 0 when fewer than two groups are present.
 """
 
 from __future__ import annotations
@@ -30,51 +28,17 @@ def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
     return groups
 
 
-def grouped_mmd_exact(
-    z: torch.Tensor,
-    groups: torch.Tensor,
-    n_groups: int,
-    gamma: GammaLike = 1.0,
-    partners: torch.Tensor | None = None,
-    unbiased: bool = False,
-    keep: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Sum of exact MMD^2 (:func:`mmd_exact`, or :func:`mmd_unbiased`) over pairs of groups.
+def grouped_mmd_exact(z: torch.Tensor, groups: torch.Tensor, n_groups: int, gamma: GammaLike = 1.0,
+                      partners: torch.Tensor | None = None, unbiased: bool = False,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over pairs of exact MMD^2: :func:`mmd_exact`, or :func:`mmd_unbiased` if ``unbiased``.
 
-    The kernel matrix ``K`` of the whole minibatch is built once and the sum over pairs is
-    ``sum_ij K_ij W_ij`` (see :func:`kept_pair_weights`, equal to :func:`pair_weights`
-    ``[g_i, g_j]`` without ``keep``; ``i = j`` left out if ``unbiased``).
-
-    Bias and cost as :func:`mmd_exact` (biased, ``>= 0``) or :func:`mmd_unbiased` (unbiased;
-    a pair with a group of fewer than two cells adds 0); ``O(n^2 d)`` time and ``O(n^2)``
-    memory for ``n`` cells, independent of the number of groups.
-
-    Parameters
-    ----------
-    z
-        Latent codes, shape ``(..., n, d)`` (a leading sample dimension is allowed).
-    groups
-        Group code of each cell in ``[0, n_groups)``, shape ``(n,)`` or ``(n, 1)``.
-    n_groups
-        Number of groups (batches) known in advance.
-    gamma
-        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
-        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
-    partners
-        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``. Defaults to
-        :func:`sequential_pairs`.
-    unbiased
-        The U-statistic of :func:`mmd_unbiased` instead of the V-statistic.
-    keep
-        Optional ``(n, n_groups)`` weights: only the kept cells of each pair's groups are
-        compared (:func:`kept_pair_weights`); or a function that returns them from
-        ``-||z_i - z_j||^2`` (detached, shape ``(..., n, n)``), so that a caller who selects
-        cells by distance (the guard) does not compute the distances a second time.
-        ``None``: every cell.
-
-    Returns
-    -------
-    Tensor of shape ``(...)``; 0 when fewer than two groups are present.
+    The minibatch's kernel is built once: ``sum_ij K_ij W_ij`` with ``W`` from
+    :func:`kept_pair_weights`. Bias as the two-sample estimator (unbiased: a pair with a
+    group of one cell adds 0). Cost ``O(n^2 d)`` time, ``O(n^2)`` memory, whatever the number
+    of groups. ``keep``: ``(n, n_groups)`` weights of the kept cells of each pair, or a
+    function of the detached ``-||z_i - z_j||^2`` returning them (the guard: no second
+    distance matrix).
     """
     groups = _check_grouped_inputs(z, groups)
     neg_sq = _neg_sq_distances(z)
@@ -86,42 +50,15 @@ def grouped_mmd_exact(
     return weighted_kernel_sum(z, cell_weights, gamma, neg_sq=neg_sq, symmetric=True)
 
 
-def grouped_mmd_linear(
-    z: torch.Tensor,
-    groups: torch.Tensor,
-    n_groups: int,
-    gamma: GammaLike = 1.0,
-    partners: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Sum of linear-time MMD^2 (:func:`mmd_linear`) over pairs of groups of cells.
+def grouped_mmd_linear(z: torch.Tensor, groups: torch.Tensor, n_groups: int,
+                       gamma: GammaLike = 1.0,
+                       partners: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over pairs of linear-time MMD^2 (:func:`mmd_linear`).
 
-    Within each group, cells keep their order in ``z``. For a pair ``(k, l)`` with ``c_k`` and
-    ``c_l`` cells, ``h = min(c_k, c_l) // 2`` and the ``i``-th cell of group ``k`` (``i < h``)
-    is the ``x1`` of the ``i``-th term of Lemma 14; its ``x2``, ``y1`` and ``y2`` are found by
-    rank arithmetic on a stable sort of the group codes. A pair with ``h = 0`` (a group with
-    fewer than 2 cells) contributes 0.
-
-    Bias and cost as :func:`mmd_linear`: unbiased; ``O(n d)`` time and memory per partner
-    column (one column for sequential pairs), no ``n x n`` matrix.
-
-    Parameters
-    ----------
-    z
-        Latent codes, shape ``(..., n, d)`` (a leading sample dimension is allowed).
-    groups
-        Group code of each cell in ``[0, n_groups)``, shape ``(n,)`` or ``(n, 1)``.
-    n_groups
-        Number of groups (batches) known in advance.
-    gamma
-        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
-        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
-    partners
-        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``. Defaults to
-        :func:`sequential_pairs`.
-
-    Returns
-    -------
-    Tensor of shape ``(...)``; 0 when fewer than two groups are present.
+    For a pair with ``c_k``, ``c_l`` cells, ``h = min(c_k, c_l) // 2``; the ``i``-th cell of
+    group ``k`` (``i < h``, in ``z``'s order) is the ``x1`` of Lemma 14's ``i``-th term, its
+    ``x2``, ``y1``, ``y2`` found by rank arithmetic on a stable sort of the codes. Unbiased;
+    ``O(n d)`` per partner column, no ``n x n`` matrix; ``h = 0`` adds 0.
     """
     groups = _check_grouped_inputs(z, groups)
     n = groups.shape[0]
@@ -156,52 +93,18 @@ def grouped_mmd_linear(
 REDUCTIONS = ("sum", "mean")
 
 
-def grouped_mmd(
-    z: torch.Tensor,
-    groups: torch.Tensor,
-    n_groups: int,
-    mode: str = "normal",
-    gamma: GammaLike = 1.0,
-    partners: torch.Tensor | str | None = None,
-    block: torch.Tensor | None = None,
-    reduction: str = "sum",
-    keep: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Sum (or mean) of MMD^2 over pairs of groups, with the estimator named by ``mode``.
+def grouped_mmd(z: torch.Tensor, groups: torch.Tensor, n_groups: int, mode: str = "normal",
+                gamma: GammaLike = 1.0, partners: torch.Tensor | str | None = None,
+                block: torch.Tensor | None = None, reduction: str = "sum",
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum (or mean) over pairs of MMD^2, the estimator named by ``mode``.
 
-    Parameters
-    ----------
-    z
-        Latent codes, shape ``(..., n, d)``.
-    groups
-        Group code of each cell, shape ``(n,)`` or ``(n, 1)``.
-    n_groups
-        Number of groups.
-    mode
-        ``"normal"``: :func:`grouped_mmd_exact`; ``"unbiased"``: the same with
-        ``unbiased=True``; ``"fast"``: :func:`grouped_mmd_linear`.
-    gamma
-        Inverse bandwidth of the Gaussian kernel: a number, or ``G`` values (shape ``(G,)``
-        or ``(..., G)``) for a multi-scale kernel, the mean over the scales.
-    partners
-        Pairing of groups, or the name of a pairing: ``"sequential"`` (the default,
-        :func:`sequential_pairs`), ``"random"`` (:func:`random_pairs`) or ``"all"``
-        (:func:`all_pairs`).
-    block
-        With a named pairing: the block of each group (pairs only within a block; groups of a
-        negative block, e.g. padding, are never paired).
-    reduction
-        ``"sum"`` over the pairs (the original design, whose size grows with the number of
-        pairs: ``K - 1`` sequential pairs, ``K (K - 1) / 2`` for ``"all"``, for ``K``
-        batches present) or ``"mean"`` over the pairs present (see :func:`n_pairs`): the
-        size of one pair's MMD^2 whatever the number of batches or the pairing. With the mean,
-        the pull on each cell is about the same for 2 or 20 batches: each cell is in about
-        ``2 P / K`` of the ``P`` pairs and its group holds about ``n / K`` of the ``n``
-        cells, so its share of the term scales as ``1 / n`` like its share of the ELBO.
-    keep
-        Optional ``(n, n_groups)`` cell weights of the exact estimators: each pair compares
-        only its kept cells (:func:`kept_pair_weights`), or a function that returns them
-        from the distances (see :func:`grouped_mmd_exact`). Not with ``"fast"``.
+    ``mode``: ``"normal"`` (V-statistic), ``"unbiased"`` (U-statistic) or ``"fast"``
+    (linear). ``partners``: a pairing, or ``"sequential"`` (default), ``"random"`` or ``"all"``
+    (with ``block`` per group). ``reduction``: ``"sum"`` (the original design; grows with the
+    number of pairs) or ``"mean"`` over the pairs present (the pull on each cell then scales
+    as ``1 / n`` like its share of the ELBO, for 2 or 20 batches). ``keep``: as in
+    :func:`grouped_mmd_exact` (not with ``"fast"``).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
@@ -225,55 +128,18 @@ def grouped_mmd(
     return value / n_pairs(partners).to(value.dtype).clamp_min(1) if reduction == "mean" else value
 
 
-def grouped_mmd_conditional(
-    z: torch.Tensor,
-    batches: torch.Tensor,
-    n_batches: int,
-    labels: torch.Tensor,
-    n_labels: int,
-    unlabeled: int | None = None,
-    mode: str = "normal",
-    gamma: GammaLike = 1.0,
-    pairing: str = "sequential",
-    reduction: str = "label_mean",
-) -> torch.Tensor:
+def grouped_mmd_conditional(z: torch.Tensor, batches: torch.Tensor, n_batches: int,
+                            labels: torch.Tensor, n_labels: int, unlabeled: int | None = None,
+                            mode: str = "normal", gamma: GammaLike = 1.0,
+                            pairing: str = "sequential",
+                            reduction: str = "label_mean") -> torch.Tensor:
     """Class-conditional MMD: batches compared within each label, averaged over labels.
 
-    Cells of label ``t`` in batch ``k`` are compared with cells of label ``t`` in the paired
-    batch (pairs of :func:`grouped_mmd`, formed among the batches present *within* the label).
-    The result is the mean, over the labels that have at least one pair, of the sum over their
-    pairs; cells whose label is ``unlabeled`` are ignored. A label present in one batch only
-    contributes nothing. Same estimators, costs and synchronisation-free operations as
-    :func:`grouped_mmd` (the groups are the ``n_labels * n_batches`` label-batch combinations).
-
-    Parameters
-    ----------
-    z
-        Latent codes, shape ``(..., n, d)``.
-    batches
-        Batch code of each cell in ``[0, n_batches)``, shape ``(n,)`` or ``(n, 1)``.
-    n_batches
-        Number of batches.
-    labels
-        Label code of each cell in ``[0, n_labels)``, shape ``(n,)`` or ``(n, 1)``.
-    n_labels
-        Number of label codes (the unlabeled one included, if any).
-    unlabeled
-        Code of the unlabeled category, or ``None``.
-    mode
-        ``"normal"`` (exact), ``"unbiased"`` (exact U-statistic) or ``"fast"`` (linear-time).
-    gamma
-        Inverse bandwidth(s) of the Gaussian kernel.
-    pairing
-        ``"sequential"``, ``"random"`` or ``"all"``.
-    reduction
-        ``"label_mean"``: the mean over labels of each label's sum over its pairs (the
-        original design); ``"mean"``: the mean over all (label, batch pair) pairs present,
-        whose size does not grow with the number of batches (as in :func:`grouped_mmd`).
-
-    Returns
-    -------
-    Tensor of shape ``(...)``; 0 when no label is present in two batches.
+    The groups are the label-batch combinations; pairs (``pairing``) form among the batches
+    present within a label; cells of label ``unlabeled`` are ignored; a label in one batch
+    adds nothing. ``reduction``: ``"label_mean"``, the mean over labels with a pair of the
+    sum over their pairs (the original design), or ``"mean"`` over all (label, batch pair)
+    pairs. Estimators and costs as :func:`grouped_mmd`.
     """
     if pairing not in PAIRINGS:
         raise ValueError(f"`pairing` must be one of {tuple(PAIRINGS)}, got {pairing!r}.")

@@ -1,10 +1,6 @@
-"""Gaussian kernels on latent codes, and the fused kernel sum the exact estimators use.
+"""Gaussian kernels, and the fused kernel sum of the exact estimators.
 
-``gamma`` is a number, or several (a multi-scale kernel: the mean of the Gaussian kernels at
-each ``gamma``). :func:`weighted_kernel_sum` reduces the ``n x n`` kernel of a minibatch with
-one autograd node whose gradient in ``z`` has a closed form (it keeps an ``n x d`` matrix for
-the backward pass), in cache-sized row blocks, with one ``exp`` for scales that are powers of
-two apart, so the multi-scale kernel costs about what a single ``gamma`` does.
+``gamma`` is a number, or several: a multi-scale kernel, the mean of the Gaussian kernels.
 """
 
 from __future__ import annotations
@@ -21,20 +17,8 @@ GammaLike = float | Sequence[float] | torch.Tensor
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances.
-
-    Parameters
-    ----------
-    x
-        Tensor of shape ``(..., m, d)``.
-    y
-        Tensor of shape ``(..., n, d)``.
-
-    Returns
-    -------
-    Tensor of shape ``(..., m, n)`` with ``||x_i - y_j||^2``, clamped at 0. Both inputs are
-    centred on the mean of ``x`` first (distances are shift invariant), which keeps the
-    matrix-product form accurate for points far from the origin.
+    """``||x_i - y_j||^2``, shape ``(..., m, n)``, clamped at 0; centred on the mean of ``x``
+    first, which keeps the matrix-product form accurate far from the origin.
     """
     shift = x.detach().mean(dim=-2, keepdim=True)
     x = x - shift
@@ -48,14 +32,9 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _neg_scaled_sq_distances(
     x: torch.Tensor, y: torch.Tensor, gamma: float, clamp: bool = True
 ) -> torch.Tensor:
-    """``-gamma ||x_i - y_j||^2`` (clamped at 0) as one matrix product.
-
-    ``-gamma ||x_i - y_j||^2 = 2 gamma x_i.y_j - gamma ||x_i||^2 - gamma ||y_j||^2`` is the
-    product of ``[x_i, ||x_i||^2, 1]`` with ``[2 gamma y_j, -gamma, -gamma ||y_j||^2]``; inputs
-    are centred first, as in :func:`squared_distances`. This Gram form has an absolute error of
-    about ``eps * gamma * max ||x_i||^2`` (``eps`` of the dtype), which matters only for
-    coordinates far larger than a latent space holds; the diagonal of ``x`` with itself is set
-    to exactly 0.
+    """``-gamma ||x_i - y_j||^2`` as one matrix product of ``[x, |x|^2, 1]`` and
+    ``[2 gamma y, -gamma, -gamma |y|^2]``, centred first; absolute error about
+    ``eps * gamma * max |x|^2``; exact zeros on the diagonal of ``x`` with itself.
     """
     same = y is x
     shift = x.detach().mean(dim=-2, keepdim=True)
@@ -75,57 +54,28 @@ def _neg_scaled_sq_distances(
     return neg_sq.clamp_(max=0.0) if clamp else neg_sq
 
 
-def _as_scales(gamma: GammaLike, like: torch.Tensor) -> list[torch.Tensor]:
-    """Split a (multi-scale) gamma into one tensor per scale, each of the batch shape."""
-    gamma = torch.as_tensor(gamma, dtype=like.dtype, device=like.device)
-    return list(gamma.unbind(-1)) if gamma.dim() > 0 else [gamma]
-
-
 def _expand_to(gamma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Append singleton dimensions to a per-sample gamma so it broadcasts over ``target``."""
+    """A per-sample gamma, reshaped to broadcast over ``target``."""
     return gamma.reshape(gamma.shape + (1,) * (target.dim() - gamma.dim()))
 
 
 def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, gamma: GammaLike = 1.0) -> torch.Tensor:
-    """Gaussian kernel matrix ``k(x_i, y_j) = exp(-gamma * ||x_i - y_j||^2)``.
-
-    Parameters
-    ----------
-    x
-        Tensor of shape ``(..., m, d)``.
-    y
-        Tensor of shape ``(..., n, d)``.
-    gamma
-        Inverse bandwidth ``> 0``: a number, or a tensor of shape ``(..., G)`` (or a list) of
-        ``G`` values, in which case the kernel is the mean over the ``G`` scales (a multi-scale
-        kernel). A fixed number costs three passes over the ``m x n`` matrix.
-
-    Returns
-    -------
-    Tensor of shape ``(..., m, n)``.
+    """``exp(-gamma ||x_i - y_j||^2)``, shape ``(..., m, n)``, averaged over the ``G`` values of
+    a multi-scale ``gamma`` (shape ``(..., G)`` or a list).
     """
     if isinstance(gamma, int | float):  # gamma folded into the matrix product
         return torch.exp(_neg_scaled_sq_distances(x, y, float(gamma)))
-    return _mean_exp(_neg_scaled_sq_distances(x, y, 1.0), gamma)
-
-
-def _mean_exp(neg_sq: torch.Tensor, gamma: GammaLike) -> torch.Tensor:
-    """``exp(gamma * neg_sq)``, averaged over the scales of a multi-scale ``gamma``."""
-    if isinstance(gamma, int | float):
-        return torch.exp(gamma * neg_sq)
-    scales = _as_scales(gamma, neg_sq)
+    neg_sq = _neg_scaled_sq_distances(x, y, 1.0)
+    gamma = torch.as_tensor(gamma, dtype=neg_sq.dtype, device=neg_sq.device)
+    scales = gamma.unbind(-1) if gamma.dim() else [gamma]
     return sum(torch.exp(neg_sq * _expand_to(g, neg_sq)) for g in scales) / len(scales)
 
 
 def _scale_ladder(gamma: torch.Tensor) -> list[int] | None:
-    """Exponents ``k_s`` with ``g_s = g_0 * 2^k_s`` (rising) for ``gamma`` of shape
-    ``(..., S)``, or ``None`` if there are none.
+    """Exponents ``k_s`` with ``g_s = g_0 2^k_s`` (rising) for ``gamma`` ``(..., S)``, or ``None``.
 
-    When every inverse bandwidth is the first one times a power of two (e.g. scales 0.25, 0.5,
-    1, 2, 4), the kernels of all scales follow from one ``exp`` by repeated squaring,
-    ``exp(2 a) = exp(a)^2``, several times cheaper than an ``exp`` per scale (the relative
-    rounding error doubles with each squaring: ``2^k`` ulp, 16 for scales 0.25 ... 4). The
-    ratios are read on the host, so this is done for CPU tensors only (no device sync).
+    Then every scale's kernel follows from one ``exp`` by squaring, ``exp(2a) = exp(a)^2``
+    (relative rounding ``2^k`` ulp). The ratios are read on the host: CPU tensors only.
     """
     if gamma.dim() == 0 or gamma.shape[-1] < 2 or gamma.device.type != "cpu":
         return None
@@ -142,11 +92,8 @@ _BLOCK_ELEMENTS = 1 << 18
 
 
 def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
-    """``mean_s exp(g_s N)`` and (unless ``grad_scale`` is ``None``) ``grad_scale`` times
-    ``mean_s g_s exp(g_s N)``, for a block of ``N``.
-
-    With a ``ladder`` (see :func:`_scale_ladder`) ``gammas`` holds ``g_0`` alone and
-    ``g_s = g_0 2^k_s``; otherwise one inverse bandwidth per scale.
+    """``mean_s exp(g_s N)`` and ``grad_scale * mean_s g_s exp(g_s N)`` (unless ``None``) for
+    a block ``N``; with a ``ladder``, ``gammas`` holds ``g_0`` alone.
     """
     need_grad = grad_scale is not None
     n_scales = len(gammas) if ladder is None else len(ladder)
@@ -184,9 +131,7 @@ def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
 
 
 def _kernel_scales(gamma: GammaLike, like: torch.Tensor) -> tuple[list, list[int] | None]:
-    """Inverse bandwidths as :func:`_kernel_and_grad` takes them, each shaped to broadcast
-    over a tensor with the dimensions of ``like``, and the ladder (or ``None``).
-    """
+    """The gammas of :func:`_kernel_and_grad`, broadcasting over ``like``, and the ladder."""
     if isinstance(gamma, int | float):
         return [float(gamma)], None
     gamma = torch.as_tensor(gamma, dtype=like.dtype, device=like.device).detach()
@@ -196,9 +141,7 @@ def _kernel_scales(gamma: GammaLike, like: torch.Tensor) -> tuple[list, list[int
 
 
 class _KernelOfSquaredDistances(torch.autograd.Function):
-    """Elementwise ``mean_s exp(-g_s D)`` with the gradient ``-mean_s g_s exp(-g_s D)`` kept
-    from the forward pass: one node, and one ``exp`` for a ladder of scales.
-    """
+    """``mean_s exp(-g_s D)`` with its gradient kept from the forward pass: one node."""
 
     @staticmethod
     def forward(ctx, sq, gammas, ladder):
@@ -215,9 +158,7 @@ class _KernelOfSquaredDistances(torch.autograd.Function):
 
 
 def _neg_sq_distances(z: torch.Tensor) -> torch.Tensor:
-    """``-||z_i - z_j||^2`` of one sample with itself, without gradient (see
-    :func:`_neg_scaled_sq_distances`; not clamped: the kernel is clamped instead).
-    """
+    """``-||z_i - z_j||^2`` of ``z`` with itself, detached and not clamped."""
     with torch.no_grad():
         z = z.detach()
         return _neg_scaled_sq_distances(z, z, 1.0, clamp=False)
@@ -226,17 +167,9 @@ def _neg_sq_distances(z: torch.Tensor) -> torch.Tensor:
 class _WeightedKernelSum(torch.autograd.Function):
     """``sum_ij W_ij mean_s exp(-g_s D_ij)`` and its gradient in ``z``, in one pass.
 
-    ``D_ij = ||z_i - z_j||^2``; ``g_s`` are the kernel's inverse bandwidths (no gradient:
-    fixed, or the detached median heuristic); ``W`` is symmetric. With
-    ``B_ij = W_ij mean_s g_s exp(-g_s D_ij)``, the gradient is the closed form
-
-        ``d/dz_i = -4 sum_j B_ij (z_i - z_j) = -4 (rowsum(B)_i z_i - (B z)_i)``,
-
-    which the forward pass accumulates row block by row block (blocks of ~1 MB, so that all
-    the passes over a block run in the CPU's cache) and keeps for the backward pass: an
-    ``n x d`` matrix instead of autograd's ``n x n`` ones, no ``n x n`` matrix but ``D``
-    itself, and a single node in the graph (at minibatch 128 the cost of a step is mostly the
-    number of operations, not their size).
+    With ``B_ij = W_ij mean_s g_s exp(-g_s D_ij)`` (``W`` symmetric, ``g`` without gradient),
+    ``d/dz_i = -4 (rowsum(B)_i z_i - (B z)_i)``, accumulated by row blocks of ~1 MB (cache
+    sized) and kept for the backward pass: an ``n x d`` matrix, not autograd's ``n x n`` ones.
     """
 
     @staticmethod
@@ -273,30 +206,13 @@ def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike
                         neg_sq: torch.Tensor | None = None,
                         symmetric: bool = False,
                         extra_weights: torch.Tensor | None = None):
-    """``sum_ij W_ij k(z_i, z_j)`` with ``k`` the (multi-scale) Gaussian kernel, fused.
+    """``sum_ij W_ij k(z_i, z_j)``, ``k`` the (multi-scale) Gaussian kernel, fused.
 
-    Parameters
-    ----------
-    z
-        Codes, shape ``(..., n, d)`` (gradients flow to them, in closed form).
-    weights
-        ``W``, shape ``(n, n)``.
-    gamma
-        Inverse bandwidth(s) as in :func:`gaussian_kernel`; receives no gradient.
-    neg_sq
-        ``-||z_i - z_j||^2`` if the caller has it already (detached), shape ``(..., n, n)``.
-    symmetric
-        Whether ``W`` is known to be symmetric; if not, ``(W + W^T) / 2`` is used, which
-        gives the same sum (the kernel is symmetric).
-    extra_weights
-        Optional second ``(n, n)`` weighting of the same kernel, summed in the same pass
-        without gradient (e.g. the permutation null: one more multiply-add per entry instead
-        of a second kernel evaluation).
-
-    Returns
-    -------
-    Tensor of shape ``(...)``, equal to ``(gaussian_kernel(z, z, gamma) * W).sum((-1, -2))``;
-    with ``extra_weights``, a pair ``(that, the same sum with extra_weights)``.
+    Equals ``(gaussian_kernel(z, z, gamma) * W).sum((-1, -2))`` for ``z`` ``(..., n, d)``
+    (gradients in closed form; none to ``W`` or ``gamma``). ``neg_sq``: the detached
+    ``-||z_i - z_j||^2`` if the caller has it. ``symmetric=False`` uses ``(W + W^T) / 2``.
+    ``extra_weights``: a second ``(n, n)`` weighting summed in the same pass without gradient
+    (the permutation null), returned as a pair ``(value, extra)``.
     """
     gammas, ladder = _kernel_scales(gamma, z[..., :1])
     weights = weights.detach().to(z.dtype)

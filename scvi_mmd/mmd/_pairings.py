@@ -1,11 +1,8 @@
-"""Which groups (batches) are compared, and the cell weights that express a pair's MMD.
+"""Which groups (batches) are compared, and the cell weights that express their MMD^2.
 
-A pairing is a long tensor ``partners`` of shape ``(n_groups, n_partners)``: row ``k`` lists
-the groups ``l`` for which MMD^2(group k, group l) is added, padded with ``-1``
-(:func:`sequential_pairs`, :func:`random_pairs`, :func:`all_pairs`). :func:`pair_weights`
-writes every pair's MMD^2 as ``w^T K w`` with one weight vector per pair;
-:func:`kept_pair_weights` restricts each pair to chosen cells (a weighted MMD, used by the
-label-free guard of :mod:`scvi_mmd.module`).
+A pairing is a long tensor ``partners`` ``(n_groups, n_partners)``: row ``k`` lists the groups
+``l`` whose MMD^2 with ``k`` is added, padded with ``-1``. ``block`` (optional, per group):
+pairs only within a block, never for a negative block.
 """
 
 from __future__ import annotations
@@ -33,26 +30,7 @@ def group_counts(groups: torch.Tensor, n_groups: int, dtype: torch.dtype) -> tor
 def sequential_pairs(
     counts: torch.Tensor, rank: torch.Tensor | None = None, block: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Pair each group present with the next present group, in code order (or ``rank`` order).
-
-    With groups ``0, 1, 3`` present this gives the pairs ``(0, 1)`` and ``(1, 3)``; with one
-    group present, no pair.
-
-    Parameters
-    ----------
-    counts
-        Cells per group, shape ``(n_groups,)``.
-    rank
-        Optional position of each group in the order to follow (a permutation of
-        ``0 .. n_groups - 1``); by default the codes themselves.
-    block
-        Optional block of each group: groups are paired only within their block, and groups
-        of a negative block never. Default: one block.
-
-    Returns
-    -------
-    Long tensor ``partners`` of shape ``(n_groups, 1)``: the next present group, or ``-1``.
-    """
+    """Each present group with the next present one in code (or ``rank``) order, ``(G, 1)``."""
     n_groups = counts.shape[0]
     if rank is None:
         rank = torch.arange(n_groups, device=counts.device)
@@ -74,18 +52,15 @@ def _same_block(block: torch.Tensor | None) -> torch.Tensor | bool:
     return True if block is None else block[None, :] == block[:, None]
 
 
-def random_pairs(
-    counts: torch.Tensor,
-    generator: torch.Generator | None = None,
-    block: torch.Tensor | None = None,
-) -> torch.Tensor:
+def random_pairs(counts: torch.Tensor, generator: torch.Generator | None = None,
+                 block: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`sequential_pairs` in a random order of the groups (drawn anew at each call)."""
     rank = torch.randperm(counts.shape[0], generator=generator, device="cpu")
     return sequential_pairs(counts, rank.to(counts.device), block)
 
 
 def all_pairs(counts: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
-    """Every pair ``(k, l)``, ``k < l``, of present groups: ``partners`` of shape ``(G, G)``."""
+    """Every pair ``(k, l)``, ``k < l``, of present groups: ``partners`` ``(G, G)``."""
     n_groups = counts.shape[0]
     codes = torch.arange(n_groups, device=counts.device)
     present = _present(counts, block)
@@ -97,34 +72,18 @@ PAIRINGS = {"sequential": sequential_pairs, "random": random_pairs, "all": all_p
 
 
 def n_pairs(partners: torch.Tensor) -> torch.Tensor:
-    """Number of pairs in a pairing (a 0-d long tensor; no host synchronisation)."""
+    """Number of pairs (a 0-d tensor; no host synchronisation)."""
     return (partners >= 0).sum()
 
 
 def pair_weights(
     counts: torch.Tensor, partners: torch.Tensor, unbiased: bool = False
 ) -> torch.Tensor:
-    """Weights ``W`` such that the sum over pairs of exact MMD^2 is ``sum_ij K_ij W[g_i, g_j]``.
+    """``W`` ``(G, G)`` with the sum over pairs of exact MMD^2 ``= sum_ij K_ij W[g_i, g_j]``.
 
-    For a pair ``(k, l)``, ``MMD^2 = S_kk / c_k^2 + S_ll / c_l^2 - 2 S_kl / (c_k c_l)`` with
-    ``S`` the kernel sums between groups and ``c`` the group sizes, so ``W`` holds
-    ``(number of pairs of k) / c_k^2`` on its diagonal and ``-1 / (c_k c_l)`` at ``(k, l)`` and
-    ``(l, k)`` for each pair. With ``unbiased`` (U-statistic, the caller leaves out ``i = j``)
-    the diagonal holds ``(number of pairs of k) / (c_k (c_k - 1))`` and pairs with a group of
-    fewer than two cells get weight 0.
-
-    Parameters
-    ----------
-    counts
-        Cells per group, shape ``(n_groups,)``, floating point.
-    partners
-        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
-    unbiased
-        Weights of the U-statistic (:func:`mmd_unbiased`) instead of the V-statistic.
-
-    Returns
-    -------
-    Symmetric tensor of shape ``(n_groups, n_groups)``.
+    Per pair ``(k, l)``: ``-1 / (c_k c_l)`` at ``(k, l)`` and ``(l, k)``; the diagonal holds
+    ``n_pairs(k) / c_k^2``, or ``n_pairs(k) / (c_k (c_k - 1))`` with ``unbiased`` (the caller
+    leaves out ``i = j``; a pair with a group of fewer than two cells gets 0).
     """
     second = partners.clamp_min(0)
     is_pair = (partners >= 0).to(counts.dtype)
@@ -142,55 +101,18 @@ def pair_weights(
     return weights + torch.diag(n_pairs * within)
 
 
-def kept_pair_weights(
-    groups: torch.Tensor,
-    n_groups: int,
-    partners: torch.Tensor,
-    keep: torch.Tensor | None,
-    unbiased: bool = False,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Cell weights ``W`` such that ``sum_ij K_ij W_ij`` is the sum over pairs of the MMD^2
+def kept_pair_weights(groups: torch.Tensor, n_groups: int, partners: torch.Tensor,
+                      keep: torch.Tensor | None, unbiased: bool = False,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Cell weights ``W`` ``(n, n)``: ``sum_ij K_ij W_ij`` is the sum over pairs of the MMD^2
     between the *kept* cells of the two groups.
 
-    ``keep[i, l]`` (0/1, or a weight in ``[0, 1]``) says whether cell ``i`` counts when its
-    group is compared with group ``l``. For a pair ``(k, l)`` let ``a`` be ``keep[:, l]`` on
-    the cells of ``k`` (0 elsewhere) and ``b`` be ``keep[:, k]`` on the cells of ``l``; the
-    pair's term is the MMD^2 between the ``a``- and ``b``-weighted empirical distributions,
-
-        ``a'Ka / |a|^2 + b'Kb / |b|^2 - 2 a'Kb / (|a| |b|) = d'Kd``,  ``d = a/|a| - b/|b|``
-
-    (V-statistic, eq. 5), with ``|a| = sum(a)``: the weighted MMD of Yan et al. (2017), "Mind
-    the Class Weight Bias: Weighted Maximum Mean Discrepancy for Unsupervised Domain
-    Adaptation", CVPR, with weights per cell instead of per class. So ``W = D D'`` for the
-    ``n x S`` matrix ``D`` of the pairs' ``d``: one matrix product. With ``unbiased`` the
-    diagonal ``i = i'`` is left out and the within-group terms are divided by
-    ``|a|^2 - sum(a^2)`` (``c (c - 1)`` for 0/1 weights, eq. 3). A pair whose groups keep no
-    cell (fewer than two, unbiased) adds 0. ``keep=None`` (every cell) gives
-    ``pair_weights(counts, partners, unbiased)[g_i, g_j]``.
-
-    Cost: ``O(n^2 S)`` for ``S = n_groups * n_partners`` pair slots (``n_groups`` for
-    sequential pairs).
-
-    Parameters
-    ----------
-    groups
-        Group code of each cell, shape ``(n,)``.
-    n_groups
-        Number of groups.
-    partners
-        Pairing of groups, ``(n_groups, n_partners)`` padded with ``-1``.
-    keep
-        Shape ``(n, n_groups)``; no gradient flows through it. ``None``: every cell.
-    unbiased
-        Weights of the U-statistic (the caller's kernel diagonal is left out here).
-    dtype
-        Floating point type of ``W``; by default that of a floating ``keep``, else the
-        default dtype.
-
-    Returns
-    -------
-    Symmetric tensor of shape ``(n, n)``.
+    ``keep[i, l]`` in ``[0, 1]`` (``(n, G)``, no gradient; ``None``: all) weighs cell ``i`` when
+    its group meets group ``l``. With ``a``, ``b`` the kept weights of a pair's two groups,
+    the pair's term is ``d'Kd``, ``d = a/|a| - b/|b|`` (eq. 5), the weighted MMD of Yan et al.
+    (2017, CVPR) with weights per cell; so ``W = D D'``, one matrix product. ``unbiased``
+    leaves out ``i = i'`` and divides the within terms by ``|a|^2 - sum(a^2)`` (eq. 3). A pair
+    keeping no cell adds 0. Cost ``O(n^2 S)``, ``S = n_groups * n_partners``.
     """
     if dtype is None:
         dtype = keep.dtype if keep is not None and keep.is_floating_point() \
@@ -226,54 +148,23 @@ def kept_pair_weights(
     return weights.fill_diagonal_(0.0)
 
 
-def pooled_weights(
-    groups: torch.Tensor,
-    strata: torch.Tensor | None = None,
-    ignore: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
-    unbiased: bool = True,
-) -> torch.Tensor:
-    """Cell-pair weights ``W`` of the pooled MMD: every pair of batches, in one pass.
+def pooled_weights(groups: torch.Tensor, strata: torch.Tensor | None = None,
+                   ignore: torch.Tensor | None = None, dtype: torch.dtype | None = None,
+                   unbiased: bool = True) -> torch.Tensor:
+    """Cell-pair weights ``W`` ``(n, n)`` of the pooled MMD: every pair of batches in one pass.
 
-    ``sum_ij K_ij W_ij = sum_{k<l} c_k c_l MMD_u^2(k, l) / sum_{k<l} c_k c_l``: the mean of the
-    unbiased MMD^2 (eq. 3 of Gretton et al., 2012) over all pairs of batches present, each
-    weighted by its number of cell pairs ``c_k c_l``, so that every pair of cells of different
-    batches counts once. Unbiased for that weighted mean of the population MMD^2, so ``>= 0``
-    in expectation and 0 when the batches do not differ. In closed form,
+    ``sum_ij K_ij W_ij = sum_{k<l} c_k c_l MMD_u^2(k, l) / Z``, ``Z = sum_{k<l} c_k c_l``: the
+    mean of the unbiased MMD^2 (eq. 3) over the pairs of batches, each weighted by its cell
+    pairs. Unbiased for that mean of the population MMD^2 (0 when batches do not differ).
+    In closed form ``W_ij = (n - c_k) / (Z (c_k - 1))`` within batch ``k`` (``i != j``),
+    ``-1 / Z`` across batches; batches of one cell are left out. ``unbiased=False``: the
+    V-statistics (eq. 5), ``(n - c_k) / (Z c_k)`` within, diagonal included. The counts come
+    from the ``n x n`` comparison of codes: ``O(n^2)`` whatever the number of batches, and
+    every batch of two cells in the minibatch counts (well estimated with many batches).
 
-        ``W_ij = (n - c_k) / (Z (c_k - 1))`` for ``i != j`` both of batch ``k``,
-        ``W_ij = -1 / Z`` for ``i, j`` of different batches, ``W_ii = 0``,
-
-    with ``n`` the cells used and ``Z = sum_{k<l} c_k c_l``. Batches with fewer than two cells
-    (whose within-batch term has no estimate) are left out. With ``unbiased=False`` the pairs
-    are V-statistics (eq. 5; biased, ``>= 0``): ``W_ij = (n - c_k) / (Z c_k)`` within batch
-    ``k``, the diagonal included, and a batch of one cell counts. The counts come from the
-    ``n x n`` comparison of codes, so the cost is ``O(n^2)`` whatever the number of batches (no
-    ``B x B`` or ``n x B`` tensor), and every batch of two or more cells in the minibatch
-    counts, which keeps the term well estimated when a minibatch holds a few cells of each of
-    many batches.
-
-    With ``strata`` (e.g. clusters of the latent space), batches are compared within each
-    stratum only: the same sum over the (stratum, batch pair) combinations, each weighted by
-    its cell pairs, so different mixes of strata across batches are not a discrepancy.
-
-    Parameters
-    ----------
-    groups
-        Batch code of each cell, shape ``(n,)``.
-    strata
-        Optional stratum code (``>= 0``) of each cell, shape ``(n,)``.
-    ignore
-        Optional boolean per cell: cells left out (e.g. unmatched by a guard).
-    dtype
-        Floating point type of ``W`` (default: the default dtype).
-    unbiased
-        U-statistics (default) or V-statistics.
-
-    Returns
-    -------
-    Symmetric tensor of shape ``(n, n)``; all zeros when no stratum has two batches of two
-    cells.
+    ``strata`` (e.g. latent clusters, codes ``>= 0``): batches compared within each stratum
+    only, each (stratum, batch pair) weighted by its cell pairs. ``ignore``: cells left out
+    (e.g. unmatched by the guard). All zeros when no stratum has two batches of two cells.
     """
     dtype = dtype or torch.get_default_dtype()
     groups = groups.reshape(-1)

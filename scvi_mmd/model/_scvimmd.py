@@ -38,107 +38,63 @@ logger = logging.getLogger(__name__)
 class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     """scVI with a Maximum Mean Discrepancy (MMD) penalty between batches in latent space.
 
-    The training loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, with ``L_mmd`` the
-    MMD^2 between the latent codes of the batches in the minibatch (Gretton et al., 2012; by
-    default every pair of batches, pooled, within clusters of the latent space). By default the
-    weight ``w`` is set during training from a *strength* ``mmd_strength`` in ``[0, 1]`` with the
-    same meaning on every data set (:class:`~scvi_mmd.module.StrengthController`); or it is fixed
-    with ``mmd_weight`` (``0`` is :class:`~scvi.model.SCVI` exactly).
+    The loss of a minibatch is scVI's negative ELBO plus ``w * L_mmd``, ``L_mmd`` the MMD^2
+    (Gretton et al., 2012) between the latent codes of its batches (by default every pair of
+    batches, pooled, within clusters of the latent space). ``w`` is set during training from
+    a *strength* ``mmd_strength`` in ``[0, 1]`` with the same meaning on every data set
+    (:class:`~scvi_mmd.module.StrengthController`), or fixed with ``mmd_weight``.
 
     Parameters
     ----------
     adata
-        AnnData object registered with :meth:`~scvi_mmd.SCVIMMD.setup_anndata`. If ``None``, the
-        module is initialised at training time (see :class:`~scvi.model.SCVI`).
+        AnnData registered with :meth:`setup_anndata`; ``None``: the module is built at
+        training time (see :class:`~scvi.model.SCVI`).
     registry
         Registry of the data module, when ``adata`` is ``None``.
-    mmd_mode
-        ``"unbiased"`` (default): exact quadratic-time U-statistic (unbiased, ``O(n^2)`` per
-        minibatch of ``n`` cells); ``"normal"``: exact quadratic-time V-statistic (biased
-        upwards by ``O(1/n)``; the original design); ``"fast"``: linear-time unbiased estimate
-        (``O(n)``, noisier).
-    mmd_weight
-        A fixed weight, finite and ``>= 0`` (``0`` is :class:`~scvi.model.SCVI` exactly),
-        instead of ``mmd_strength``. ``None`` (default): the weight comes from the strength.
     mmd_strength
-        The correction strength ``s`` in ``[0, 1]``: training removes the batches' latent
-        discrepancy from its level in scVI's own latent space (``s = 0``) towards the noise of
-        the minibatch statistic when batches do not differ (``s = 1``: matched cells
-        indistinguishable), on a log scale, with the weight set during training by a
-        controller (:class:`~scvi_mmd.module.StrengthController`; what it measured is in
-        :attr:`mmd_strength_state`, the weight's path in ``history["mmd_weight_train"]``).
-        When scVI's latent space shows no batch discrepancy beyond that noise, the weight
-        stays 0. ``None`` with ``mmd_weight`` ``None`` (default):
-        :data:`~scvi_mmd.DEFAULT_STRENGTH`.
-    mmd_kernel_gamma
-        Inverse bandwidth ``gamma`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, ``> 0``,
-        or ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (follows the
-        scale of the latent space; with ``mmd_conditional``, over pairs of cells with the same
-        label).
+        The correction strength ``s`` in ``[0, 1]``: the batches' latent discrepancy goes from
+        scVI's level (``s = 0``) towards the minibatch noise (``s = 1``), on a log scale; the
+        weight stays 0 when scVI shows none beyond that noise (:attr:`mmd_strength_state`,
+        ``history["mmd_weight_train"]``). Default: :data:`~scvi_mmd.DEFAULT_STRENGTH`.
+    mmd_weight
+        A fixed weight ``>= 0`` instead (``0`` is :class:`~scvi.model.SCVI` exactly).
+    mmd_mode
+        ``"unbiased"`` (default): the U-statistic (``O(n^2)`` per minibatch of ``n``);
+        ``"normal"``: the V-statistic (biased upwards by ``O(1/n)``; the original design);
+        ``"fast"``: the linear-time estimate (``O(n)``, noisier).
     mmd_pairs
-        Which batches are compared. ``None`` (default): ``"pooled"`` with the exact
-        estimators, ``"sequential"`` with ``"fast"`` or ``mmd_conditional``. ``"pooled"``:
-        every pair of batches, each weighted by its cell pairs, pooled over the minibatch
-        (:func:`~scvi_mmd.mmd.pooled_weights`): with many batches (samples, donors) a
-        minibatch holds a few cells of each, and the pooled term is still well estimated, at
-        a cost that does not grow with the number of batches. Pairs of batches, as in the
-        original design: ``"sequential"`` (k, k+1) in code order, ``"random"`` (sequential in
-        a random order per step) or ``"all"``.
+        ``"pooled"`` (default with the exact estimators): every pair of batches weighted by its
+        cell pairs (:func:`~scvi_mmd.mmd.pooled_weights`), well estimated with many batches.
+        As in the original design (default with ``"fast"`` or ``mmd_conditional``):
+        ``"sequential"`` (k, k+1), ``"random"`` (in a random order) or ``"all"`` pairs.
     mmd_clusters
-        With the pooled MMD: compare batches within each of this many clusters of the latent
-        space, learnt during training (:class:`~scvi_mmd.module.OnlineKMeans`), at the scale
-        of the clusters (the median bandwidth within them). Like is compared with like: a
-        batch effect left inside cell types is seen with many batches, and batches whose
-        cell-type mixes differ are not pulled onto each other. Cells of clusters that one
-        batch alone has are compared across clusters; if early in training most cells are in
-        such clusters (a batch effect larger than the differences between types), the
-        clusters are not used for that training. ``None`` (default): 16 with the pooled MMD,
-        none otherwise; ``0``: no clusters.
-    mmd_conditional
-        If ``True``, compare batches within each cell type (label) and average over labels,
-        ignoring unlabeled cells: needs ``labels_key`` in :meth:`setup_anndata` (optionally with
-        ``unlabeled_category``). Keeps batches of different compositions from being merged.
+        With the pooled MMD, compare batches within this many latent clusters learnt in
+        training (:class:`~scvi_mmd.module.OnlineKMeans`): different cell-type mixes are not
+        pulled onto each other. Dropped if early on most cells are in clusters one batch alone
+        has. ``None``: 16 when pooled; ``0``: none.
+    mmd_kernel_gamma
+        Inverse bandwidth ``> 0`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
+        ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (within the
+        clusters, or within labels with ``mmd_conditional``).
     mmd_guard
-        The label-free guard against over-correction: the MMD compares only the cells that
-        have a mutual nearest neighbour in another batch within the minibatch (the other
-        batches pooled, with the pooled MMD; the other batch of the pair, with pairs)
-        (Haghverdi et al., 2018, Nature Biotechnology), so a cell type that some batches lack
-        is not pulled onto other types, while shared types are aligned as with the plain MMD
-        (:class:`~scvi_mmd.module.MutualNeighbourGuard`). ``None`` (default): on with the
-        exact estimators (``"normal"``, ``"unbiased"``); with clusters (the default), only for
-        the cells of clusters one batch alone has in the minibatch (there a type other
-        batches lack and a type the batch effect split look alike, and only the second has
-        mutual neighbours; on all cells, the guard hid a 64-batch effect from the
-        controller); off with ``"fast"`` (it needs the ``n x n`` distances) and with
-        ``mmd_conditional`` (labels win). ``True``: on all cells. ``False``: the plain MMD
-        over all cells (the original design).
-    n_hidden
-        Number of nodes per hidden layer.
-    n_latent
-        Dimensionality of the latent space.
-    n_layers
-        Number of hidden layers used for encoder and decoder NNs.
-    dropout_rate
-        Dropout rate for neural networks.
-    dispersion
-        One of ``"gene"``, ``"gene-batch"``, ``"gene-label"``, ``"gene-cell"``
-        (see :class:`~scvi.model.SCVI`).
-    gene_likelihood
-        One of ``"zinb"``, ``"nb"``, ``"poisson"``, ``"normal"``.
-    use_observed_lib_size
-        If ``True``, use the observed library size as the scaling factor of the mean.
-    latent_distribution
-        One of ``"normal"`` or ``"ln"``.
+        The label-free guard (:class:`~scvi_mmd.module.MutualNeighbourGuard`): only cells with
+        a mutual nearest neighbour in another batch are compared, so a type some batches lack
+        is not pulled onto others. ``None``: on with the exact estimators (with clusters, for
+        the cells of unshared clusters), off with ``"fast"`` or ``mmd_conditional``. ``True``:
+        all cells. ``False``: off (the original design).
+    mmd_conditional
+        Compare batches within each cell type (``labels_key`` of :meth:`setup_anndata`,
+        unlabeled cells ignored) and average over types.
+    n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood, \
+use_observed_lib_size, latent_distribution
+        As in :class:`~scvi.model.SCVI`.
     **kwargs
-        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE`: the advanced settings
-        ``mmd_kernel_scales`` (default ``(0.25, 0.5, 1, 2, 4)``), ``mmd_pair_reduction``,
-        ``mmd_latent``, ``mmd_guard_neighbors``, ``mmd_ddp_gather`` (with ``devices > 1``,
-        gather all processes' codes before the MMD), ``mmd_reference_size`` (room for a
-        reference sample, :meth:`set_reference_sample`); and :class:`~scvi.module.VAE`'s.
+        Keyword arguments for :class:`~scvi_mmd.module.MMDVAE` (``mmd_kernel_scales``,
+        ``mmd_pair_reduction``, ``mmd_latent``, ``mmd_guard_neighbors``, ``mmd_ddp_gather``,
+        ``mmd_reference_size``) and :class:`~scvi.module.VAE`.
 
     Examples
     --------
-    >>> adata = anndata.read_h5ad(path_to_anndata)
     >>> scvi_mmd.SCVIMMD.setup_anndata(adata, batch_key="batch")
     >>> model = scvi_mmd.SCVIMMD(adata)  # the default strength
     >>> model.train()
@@ -231,30 +187,25 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     ):
         """Set up :class:`~anndata.AnnData` for SCVIMMD, as :meth:`scvi.model.SCVI.setup_anndata`.
 
+        Raises a :class:`ValueError` for an AnnData with no cell or gene, a missing layer or
+        ``obs`` value, or counts with NaN, infinite or negative values (naming a few cells and
+        genes); non-integer counts warn. Every entry is checked, not a sample.
+
         Parameters
         ----------
         adata
-            AnnData object with raw counts in ``X`` or ``layer``.
+            AnnData with raw counts in ``X`` or ``layer``.
         layer
             Layer with the raw counts; ``None``: ``X``.
         batch_key
             obs column with the batch: the groups the MMD pulls together.
-        labels_key
-            obs column with cell-type labels (used by ``mmd_conditional=True``).
-        unlabeled_category
-            Value of ``labels_key`` that marks unlabeled cells (ignored by the conditional MMD),
-            registered as in scANVI.
+        labels_key, unlabeled_category
+            obs column with cell-type labels (for ``mmd_conditional=True``) and its value for
+            unlabeled cells, as in scANVI.
         size_factor_key, categorical_covariate_keys, continuous_covariate_keys
             As in :meth:`scvi.model.SCVI.setup_anndata`.
         **kwargs
             Keyword arguments for :meth:`~scvi.data.AnnDataManager.register_fields`.
-
-        Raises
-        ------
-        ValueError
-            If the AnnData has no cell or no gene, or the counts hold NaN, infinite or negative
-            values (the message names a few offending cells and genes). Non-integer counts
-            warn, as in scvi-tools (which checks a sample of entries; this checks all).
         """
         from scvi.data import AnnDataManager
         from scvi.data.fields import (
@@ -310,21 +261,10 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     ):
         """Train the model, as :meth:`scvi.model.SCVI.train`.
 
-        Before training, ``batch_size`` is checked: an integer ``< 2`` is a
-        :class:`ValueError` (batch normalisation needs two cells); if the training set would
-        leave a single cell in its last minibatch, that minibatch is dropped each epoch (a
-        different cell each time) instead of failing in torch. A backed AnnData (matrix on
-        disk) trains from a :class:`~scvi_mmd.data.ChunkedDataModule` (``datasplitter_kwargs``
-        go to it), which reads contiguous runs of rows.
-
-        Parameters
-        ----------
-        max_epochs, batch_size, train_size, validation_size, datasplitter_kwargs, datamodule
-            As in :meth:`scvi.model.SCVI.train`.
-        **kwargs
-            Other keyword arguments of :meth:`scvi.model.SCVI.train` (``plan_kwargs`` takes
-            ``n_epochs_mmd_warmup`` / ``n_steps_mmd_warmup`` of
-            :class:`~scvi_mmd.train.MMDTrainingPlan`).
+        ``batch_size < 2`` is a :class:`ValueError`; a last minibatch of one cell is dropped
+        each epoch instead of failing in torch. A backed AnnData trains from a
+        :class:`~scvi_mmd.data.ChunkedDataModule` (``datasplitter_kwargs`` go to it).
+        ``plan_kwargs`` take :class:`~scvi_mmd.train.MMDTrainingPlan`'s arguments.
         """
         check_batch_size(batch_size)
         if datamodule is None:  # a backed AnnData: minibatches read in chunks of rows
@@ -334,7 +274,7 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
         drop_last = datasplitter_kwargs.get("drop_last", False)
         if (datamodule is None and self.adata is not None and not drop_last
                 and "external_indexing" not in datasplitter_kwargs):
-            n_train = self._n_train_cells(train_size, validation_size, batch_size)
+            n_train = n_train_cells(self.adata.n_obs, train_size, validation_size, batch_size)
             if last_minibatch_has_one_cell(n_train, batch_size):
                 logger.info("The last training minibatch would hold one cell: it is dropped.")
                 datasplitter_kwargs["drop_last"] = True
@@ -342,7 +282,3 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
                              train_size=train_size, validation_size=validation_size,
                              datasplitter_kwargs=datasplitter_kwargs, datamodule=datamodule,
                              **kwargs)
-
-    def _n_train_cells(self, train_size, validation_size, batch_size) -> int:
-        """Size of the training set, as scvi-tools' data splitter will compute it."""
-        return n_train_cells(self.adata.n_obs, train_size, validation_size, batch_size)

@@ -1,5 +1,5 @@
-"""Methods of :class:`~scvi_mmd.SCVIMMD` about the MMD term itself: its value on data, the
-reference sample for query mapping, and what the strength controller measured.
+"""Methods of :class:`~scvi_mmd.SCVIMMD` about the MMD term, the reference sample and the
+strength controller's measurements.
 """
 
 from __future__ import annotations
@@ -21,32 +21,25 @@ class MMDTermMixin:
 
     @property
     def mmd_weight(self) -> float:
-        """The MMD weight at the end of training: the fixed weight, or the strength
-        controller's final weight (its path: ``history["mmd_weight_train"]``).
-        """
+        """The weight at the end of training (its path: ``history["mmd_weight_train"]``)."""
         return float(self.module.weight_rule.current_weight)
 
     @torch.inference_mode()
-    def set_reference_sample(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-    ) -> None:
+    def set_reference_sample(self, adata: AnnData | None = None,
+                             indices: Sequence[int] | None = None,
+                             batch_size: int | None = None) -> None:
         """Store the posterior means of a random sample of cells as the reference sample.
 
-        Call it on a trained reference model (built with ``mmd_reference_size > 0``) before
-        saving it. The sample travels with the model; after
-        :meth:`~scvi.model.base.ArchesMixin.load_query_data`, cells of the new (query) batches
-        are pulled towards it by the MMD term during query training, even when no reference
-        cell is in the minibatch.
+        Call it on a trained reference model built with ``mmd_reference_size > 0``, before
+        saving it; after :meth:`~scvi.model.base.ArchesMixin.load_query_data`, the MMD term
+        pulls the cells of the query batches towards it.
 
         Parameters
         ----------
         adata
             Reference AnnData; defaults to the model's.
         indices
-            Cells to sample from; defaults to all. Drawn with ``scvi.settings.seed``.
+            Cells to sample from (drawn with ``scvi.settings.seed``); default all.
         batch_size
             Minibatch size for the encoder.
         """
@@ -65,37 +58,25 @@ class MMDTermMixin:
         self.module.mmd_reference_n_batch.fill_(self.summary_stats.n_batch)
 
     @torch.inference_mode()
-    def get_mmd_loss(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        batch_size: int | None = None,
-        data_loader_kwargs: dict | None = None,
-    ) -> float:
-        """Compute the MMD term ``L_mmd`` on the data, as in training.
+    def get_mmd_loss(self, adata: AnnData | None = None, indices: Sequence[int] | None = None,
+                     batch_size: int | None = None,
+                     data_loader_kwargs: dict | None = None) -> float:
+        """The MMD term ``L_mmd`` on the data, as in training (lower: better mixed).
 
-        Cells are shuffled (with ``scvi.settings.seed``, so the result is reproducible and the
-        global random state is left untouched) so that minibatches mix batches even when the
-        AnnData is sorted by batch. ``L_mmd`` is computed on the codes the term compares
-        (``mmd_latent``: posterior means by default) of each minibatch and averaged over
-        minibatches weighted by their number of cells, like the ``mmd_loss_validation`` entry
-        of :attr:`history`.
+        Cells are shuffled with ``scvi.settings.seed`` (the global random state untouched),
+        and the term of each minibatch is averaged weighted by its cells, as
+        ``history["mmd_loss_validation"]``.
 
         Parameters
         ----------
         adata
-            AnnData object with the same structure as the one used to set up the model. If
-            ``None``, defaults to the AnnData object used to initialise the model.
+            AnnData set up like the model's; default the model's.
         indices
-            Indices of cells in ``adata`` to use. If ``None``, all cells are used.
+            Cells to use; default all.
         batch_size
-            Minibatch size. If ``None``, defaults to ``scvi.settings.batch_size``.
+            Minibatch size; default ``scvi.settings.batch_size``.
         data_loader_kwargs
             Keyword arguments for the data loader.
-
-        Returns
-        -------
-        The mean MMD term over minibatches (the unweighted ``L_mmd``; lower is better mixed).
         """
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
@@ -130,14 +111,11 @@ class MMDTermMixin:
 
     @property
     def mmd_strength_state(self) -> dict | None:
-        """For a model trained with ``mmd_strength``, what its controller measured and did.
+        """What the strength controller measured and did (``None`` for a fixed weight).
 
-        ``strength``; ``phase`` (``"control"``, or ``"nothing_to_correct"`` when scVI's latent
-        space already showed no batch discrepancy beyond the minibatch noise, or ``"warmup"``
-        before training); ``baseline`` and ``baseline_se`` (the discrepancy ``D0`` of the
-        warm-up and its standard error); ``null_noise`` (``nu``); ``target``; ``weight`` (at
-        the end of training; its path is ``history["mmd_weight_train"]``). ``None`` for a
-        model trained at a given weight.
+        ``strength``; ``phase`` (``"control"``, ``"nothing_to_correct"`` or ``"warmup"``);
+        ``baseline`` ``D0`` and ``baseline_se``; ``null_noise`` ``nu``; ``target``; ``weight``
+        at the end of training.
         """
         strength = self.module.strength
         if strength is None:
@@ -148,9 +126,7 @@ class MMDTermMixin:
         return state
 
     def _check_conditional(self, adata, registry, mmd_conditional: bool) -> int | None:
-        """Labels must be registered for the conditional MMD; return the unlabeled code (the
-        value itself is checked by :class:`~scvi_mmd.module.MMDPenalty`).
-        """
+        """The unlabeled code; labels must be registered for the conditional MMD."""
         if mmd_conditional is not True:
             return None
         registry = registry if adata is None else self._get_most_recent_anndata_manager(

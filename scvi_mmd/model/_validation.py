@@ -1,8 +1,5 @@
-"""Checks of user input that run before any training.
-
-Each check raises a :class:`ValueError` (or warns) with what is wrong and where, so that bad
-input never reaches torch, where it would fail deep in a distribution's argument check or,
-worse, train without a word and leave a silently broken model.
+"""Checks of user input before any training: a :class:`ValueError` (or a warning) that says
+what is wrong and where, never a failure deep in torch or a silently broken model.
 """
 
 from __future__ import annotations
@@ -33,11 +30,7 @@ def check_not_empty(adata: AnnData) -> None:
 
 
 def check_obs_column(adata: AnnData, key: str) -> None:
-    """Raise a :class:`ValueError` if ``adata.obs[key]`` has missing (NaN) or empty values.
-
-    scvi-tools would register such cells as a category of their own or fail with a message
-    about categories; here the message names the column and the number of cells.
-    """
+    """A :class:`ValueError` if ``adata.obs[key]`` has missing (NaN) or empty values."""
     if key is None or key not in adata.obs:
         return
     column = adata.obs[key]
@@ -52,75 +45,44 @@ def check_obs_column(adata: AnnData, key: str) -> None:
         )
 
 
-def _bad_entries_sparse(matrix) -> tuple[int, int, np.ndarray, np.ndarray, bool]:
-    """Count NaN/inf and negative stored values of a sparse matrix; rows/cols of a few."""
-    matrix = matrix if sp.isspmatrix_csr(matrix) or isinstance(matrix, sp.csr_array) else (
-        sp.csr_matrix(matrix)
-    )
-    data = matrix.data
-    not_finite = ~np.isfinite(data)
-    negative = data < 0
-    bad = np.flatnonzero(not_finite | negative)[:_N_EXAMPLES]
-    rows = np.searchsorted(matrix.indptr, bad, side="right") - 1
-    with np.errstate(invalid="ignore"):
-        non_integer = bool(np.any(np.isfinite(data) & (data % 1 != 0)))
-    return int(not_finite.sum()), int(negative.sum()), rows, matrix.indices[bad], non_integer
-
-
-def _bad_entries_dense(matrix) -> tuple[int, int, np.ndarray, np.ndarray, bool]:
-    """Same as :func:`_bad_entries_sparse` for a dense (or backed) matrix, in row chunks."""
+def _bad_entries(matrix) -> tuple[int, int, list, list, bool]:
+    """Counts of NaN/inf and negative values, rows and columns of a few, any non-integer;
+    a matrix not in memory as sparse is read in chunks of rows (bounded memory).
+    """
     n_not_finite = n_negative = 0
-    rows, cols = [], []
-    non_integer = False
-    for start in range(0, matrix.shape[0], _ROW_CHUNK):
-        block = matrix[start : start + _ROW_CHUNK]
-        if sp.issparse(block):  # a backed (on-disk) sparse matrix gives sparse chunks
-            n_nf, n_neg, r, c, frac = _bad_entries_sparse(block)
-            n_not_finite, n_negative = n_not_finite + n_nf, n_negative + n_neg
-            rows += (r + start).tolist()[: max(_N_EXAMPLES - len(rows), 0)]
-            cols += c.tolist()[: max(_N_EXAMPLES - len(cols), 0)]
-            non_integer = non_integer or frac
-            continue
-        block = np.asarray(block)
-        not_finite = ~np.isfinite(block)
-        negative = block < 0
+    rows, cols, non_integer = [], [], False
+    if sp.issparse(matrix):
+        chunks = [(0, matrix)]
+    else:
+        chunks = ((start, matrix[start:start + _ROW_CHUNK])
+                  for start in range(0, matrix.shape[0], _ROW_CHUNK))
+    for start, block in chunks:
+        if not isinstance(block, sp.csr_matrix | sp.csr_array):  # (dense: its non-zeros)
+            block = sp.csr_matrix(block if sp.issparse(block) else np.asarray(block))
+        data = block.data
+        not_finite, negative = ~np.isfinite(data), data < 0
         n_not_finite += int(not_finite.sum())
         n_negative += int(negative.sum())
-        if len(rows) < _N_EXAMPLES:
-            r, c = np.nonzero(not_finite | negative)
-            rows += (r[: _N_EXAMPLES - len(rows)] + start).tolist()
-            cols += c[: _N_EXAMPLES - len(cols)].tolist()
+        bad = np.flatnonzero(not_finite | negative)[:max(_N_EXAMPLES - len(rows), 0)]
+        rows += (np.searchsorted(block.indptr, bad, side="right") - 1 + start).tolist()
+        cols += block.indices[bad].tolist()
         if not non_integer:
             with np.errstate(invalid="ignore"):
-                non_integer = bool(np.any(np.isfinite(block) & (block % 1 != 0)))
-    return n_not_finite, n_negative, np.asarray(rows, int), np.asarray(cols, int), non_integer
+                non_integer = bool(np.any(np.isfinite(data) & (data % 1 != 0)))
+    return n_not_finite, n_negative, rows, cols, non_integer
 
 
 def check_counts(adata: AnnData, layer: str | None = None) -> None:
-    """Check that ``adata.X`` (or ``adata.layers[layer]``) holds usable counts.
+    """Check every entry of ``adata.X`` (or ``layers[layer]``) once (sparse: ``O(nnz)``).
 
-    Every stored entry is read once (``O(nnz)`` for a sparse matrix; dense matrices in chunks
-    of rows), so the check is exact, unlike scvi-tools' check of a random sample.
-
-    Raises
-    ------
-    ValueError
-        If the matrix holds NaN, infinite or negative values: the message gives how many and
-        the cell and gene names of a few.
-
-    Warns
-    -----
-    UserWarning
-        If the matrix holds non-integer values (normalised data?), as scvi-tools does.
+    Raises a :class:`ValueError` for NaN, infinite or negative values (how many; a few cells
+    and genes by name); warns for non-integer values, as scvi-tools does on a sample.
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     matrix = adata.X if layer is None else adata.layers[layer]
     if matrix is None:
         raise ValueError(f"{where} is empty (None): it must hold the raw counts.")
-    if sp.issparse(matrix):
-        n_not_finite, n_negative, rows, cols, non_integer = _bad_entries_sparse(matrix)
-    else:
-        n_not_finite, n_negative, rows, cols, non_integer = _bad_entries_dense(matrix)
+    n_not_finite, n_negative, rows, cols, non_integer = _bad_entries(matrix)
     if n_not_finite or n_negative:
         examples = ", ".join(
             f"({adata.obs_names[r]!s}, {adata.var_names[c]!s})" for r, c in zip(rows, cols)
@@ -140,10 +102,7 @@ def check_counts(adata: AnnData, layer: str | None = None) -> None:
 
 
 def check_batch_size(batch_size) -> None:
-    """Raise a :class:`ValueError` unless ``batch_size`` is an integer ``>= 2``.
-
-    Batch normalisation cannot train on a minibatch of one cell.
-    """
+    """A :class:`ValueError` unless ``batch_size`` is an integer ``>= 2`` (batch norm)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
         batch_size < 2
     ):
@@ -154,15 +113,8 @@ def check_batch_size(batch_size) -> None:
 
 
 def last_minibatch_has_one_cell(n_train: int, batch_size: int) -> bool:
-    """Whether a training set of ``n_train`` cells leaves one cell in its last minibatch.
-
-    Such a minibatch must be dropped (a different cell each epoch, since minibatches are
-    shuffled). A training set of a single cell cannot be trained at all.
-
-    Raises
-    ------
-    ValueError
-        If ``n_train == 1``.
+    """Whether ``n_train`` cells leave one cell in the last minibatch (to be dropped); a
+    :class:`ValueError` for a single training cell.
     """
     if n_train == 1:
         raise ValueError("The training set has a single cell: SCVIMMD needs at least two.")
@@ -170,11 +122,8 @@ def last_minibatch_has_one_cell(n_train: int, batch_size: int) -> bool:
 
 
 def check_saved_model(dir_path: str, prefix: str | None = None) -> None:
-    """Raise a :class:`ValueError` naming the file if a saved ``model.pt`` is unreadable.
-
-    A model saved by :meth:`~scvi.model.base.BaseModelClass.save` is a zip archive written by
-    :func:`torch.save`; a truncated or corrupt file fails the archive's directory or CRC check.
-    A missing file is left to scvi-tools, which says so.
+    """A :class:`ValueError` naming ``model.pt`` if it is truncated or corrupt (its zip
+    directory or CRC check fails); a missing file is left to scvi-tools.
     """
     path = os.path.join(dir_path, f"{prefix or ''}model.pt")
     if not os.path.isfile(path):
@@ -194,27 +143,19 @@ def check_saved_model(dir_path: str, prefix: str | None = None) -> None:
 
 
 class CheckedLoadMixin:
-    """``load`` and ``load_query_data`` of :class:`~scvi.model.base.BaseModelClass` /
-    :class:`~scvi.model.base.ArchesMixin`, with the saved model and the data checked first.
-    """
+    """``load`` and ``load_query_data`` with the saved model and the data checked first."""
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, *args, prefix=None, **kwargs):
-        """Load a saved model, as :meth:`scvi.model.base.BaseModelClass.load`.
-
-        A truncated or corrupt ``model.pt`` gives a :class:`ValueError` that names the file,
-        before torch tries to read it.
-        """
+        """As :meth:`scvi.model.base.BaseModelClass.load`; a corrupt file is a ValueError."""
         check_saved_model(dir_path, prefix)
         return super().load(dir_path, adata, *args, prefix=prefix, **kwargs)
 
     @classmethod
     def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args,
                         **kwargs):
-        """Map query data onto a reference, as :meth:`scvi.model.base.ArchesMixin.load_query_data`.
-
-        A saved reference model is checked as in :meth:`load`, and the query's counts as in
-        :meth:`setup_anndata`, before any training.
+        """As :meth:`scvi.model.base.ArchesMixin.load_query_data`, with the saved reference
+        and the query's counts checked first.
         """
         if isinstance(reference_model, str | os.PathLike):
             check_saved_model(str(reference_model), kwargs.get("prefix"))

@@ -6,11 +6,6 @@ from ._strength import StrengthController
 from ._weight_rules import FixedWeight, WeightRule
 
 __all__ = [
-    "FixedWeight",
-    "MMDPenalty",
-    "MMDVAE",
-    "MutualNeighbourGuard",
-    "OnlineKMeans",
-    "StrengthController",
-    "WeightRule",
+    "FixedWeight", "MMDPenalty", "MMDVAE", "MutualNeighbourGuard", "OnlineKMeans",
+    "StrengthController", "WeightRule",
 ]

@@ -1,9 +1,7 @@
 """Label-free strata of the latent space: mini-batch k-means updated as training goes.
 
-The pooled MMD compares batches within the clusters that several batches share
-(:func:`~scvi_mmd.module._clusters.shared_strata`, :func:`~scvi_mmd.mmd.pooled_weights`), so
-that batches whose cell-type mixes differ are not pulled onto each other: the share of a
-cluster in a batch is not a discrepancy, only a shift of the batches within it is.
+The pooled MMD compares batches within the clusters several batches share, so a cluster's
+share in a batch is not a discrepancy, only a shift of the batches within it.
 """
 
 from __future__ import annotations
@@ -13,21 +11,19 @@ from torch import nn
 
 
 class OnlineKMeans(nn.Module):
-    """Mini-batch k-means of the latent codes (Sculley, 2010, "Web-scale k-means clustering").
+    """Mini-batch k-means of the latent codes (Sculley, 2010), on the device, no host sync.
 
-    Each training step moves every centroid towards the mean of the codes assigned to it with
-    the step size ``n_assigned / count`` (a running mean), with ``count`` capped at
-    ``memory`` so that the centroids keep following the latent space as it changes. All on
-    the device, without host synchronisation. The centroids are buffers, saved with the model.
+    Each step moves each centroid towards its codes' mean by ``n_assigned / count``, the count
+    capped at ``memory`` so the centroids follow the changing latent space. Buffers: saved.
 
     Parameters
     ----------
     n_clusters
-        Number of clusters ``C``.
+        Number of clusters.
     n_latent
         Dimension of the codes.
     memory
-        Cap of each centroid's count: about how many past cells a centroid averages over.
+        Cap of each centroid's count (about how many past cells it averages).
     """
 
     def __init__(self, n_clusters: int, n_latent: int, memory: int = 2000):
@@ -56,9 +52,7 @@ class OnlineKMeans(nn.Module):
 
     @torch.no_grad()
     def update(self, z: torch.Tensor) -> torch.Tensor:
-        """One mini-batch k-means step with codes ``z`` of shape ``(n, d)``; returns the
-        assignment it used (:meth:`assign` before the step).
-        """
+        """One k-means step on codes ``(n, d)``; returns the assignment it used."""
         z = z.detach().to(self.centroids.dtype)
         if not self._seeded:  # the first step: k-means++ seeding (once, on the host)
             self._seeded = bool(self.filled.all())  # (a loaded model has its centroids)
@@ -77,20 +71,15 @@ class OnlineKMeans(nn.Module):
         return label
 
     def start(self, decide_at: int) -> None:
-        """A training starts: decide after ``decide_at`` steps whether the clusters are shared
-        by the batches (see :meth:`observe_purity`).
-        """
+        """A training starts: :meth:`observe_purity` decides after ``decide_at`` steps."""
         self._decide_at, self._steps, self._pure, self._seen = int(decide_at), 0, 0.0, 0.0
         self.shared.fill_(True)
         self._shared = True
 
     def observe_purity(self, pure: torch.Tensor) -> None:
-        """Count the cells of a training step whose cluster holds no other batch in the step.
-
-        When, over the first ``decide_at`` steps, most cells are in such clusters, the
-        clusters split the batches (a batch effect larger than the differences between cell
-        types): they cannot pair like with like, and ``shared`` becomes ``False`` for the rest
-        of the training (one host read, once).
+        """Count the step's cells whose cluster holds no other batch; if that is most cells
+        over the first ``decide_at`` steps, the clusters split the batches (an effect larger
+        than the differences between types) and ``shared`` becomes ``False`` for the training.
         """
         if self._steps >= self._decide_at:
             return
@@ -105,7 +94,7 @@ class OnlineKMeans(nn.Module):
 
     @property
     def is_shared(self) -> bool:
-        """``shared`` as a Python bool (read from the device once, then kept on the host)."""
+        """``shared`` as a Python bool (read from the device once)."""
         if self._shared is None:
             self._shared = bool(self.shared)
         return self._shared
@@ -134,16 +123,12 @@ class OnlineKMeans(nn.Module):
 
 
 def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int) -> torch.Tensor:
-    """Strata of the pooled MMD: the clusters that hold cells of two batches or more in the
-    minibatch, and one more stratum (code ``n_clusters``) for the cells of the others.
+    """Strata of the pooled MMD: clusters with cells of two batches or more in the minibatch,
+    and stratum ``n_clusters`` for the other cells.
 
-    Within a shared cluster, batches are compared like with like (a cell type with itself), at
-    the scale of the cluster, and the cluster's share in each batch is not a discrepancy. A
-    cluster that only one batch has is either a type only that batch has or a type that the
-    batch effect has split by batch (as when batches are far apart in scVI's latent space);
-    its cells are compared with the other such cells, across batches, so that the second case
-    is corrected (and the first, alone in its stratum, is left alone). Counts come from an
-    ``n x n`` comparison: ``O(n^2)`` whatever the number of batches.
+    A cluster one batch alone has is a type only it has, or a type the batch effect split;
+    its cells are compared with the other such cells across batches, so the second is
+    corrected and the first, alone, left alone. ``O(n^2)`` whatever the number of batches.
     """
     groups, clusters = groups.reshape(-1), clusters.reshape(-1)
     other_batch = (clusters[:, None] == clusters[None, :]) & (groups[:, None] != groups[None, :])

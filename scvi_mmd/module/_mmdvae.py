@@ -29,13 +29,12 @@ def _from_penalty(name: str, doc: str) -> property:
 
 
 class MMDVAE(VAE):
-    """Variational auto-encoder with an MMD penalty between the latent codes of batches.
+    """scVI's VAE with an MMD penalty between the latent codes of batches.
 
-    The loss of a minibatch is scVI's negative ELBO plus ``mmd_weight * L_mmd``; ``L_mmd`` is
-    computed by :class:`~scvi_mmd.module.MMDPenalty` from the ``mmd_*`` settings, and the
-    weight comes from the module's weight rule (:class:`~scvi_mmd.module.FixedWeight` or
-    :class:`~scvi_mmd.module.StrengthController`), passed by the training plan. The
-    settings shared with :class:`~scvi_mmd.SCVIMMD` mean what its docstring says.
+    The loss is the negative ELBO plus ``mmd_weight * L_mmd``;
+    :class:`~scvi_mmd.module.MMDPenalty` computes ``L_mmd`` from the ``mmd_*`` settings and
+    the weight rule (:class:`~scvi_mmd.module.FixedWeight` or
+    :class:`~scvi_mmd.module.StrengthController`) sets the weight, passed by the plan.
 
     Parameters
     ----------
@@ -47,26 +46,20 @@ class MMDVAE(VAE):
 mmd_conditional, mmd_guard
         As in :class:`~scvi_mmd.SCVIMMD`.
     mmd_kernel_scales
-        Multipliers of ``gamma`` of a multi-scale kernel (the mean of the Gaussian kernels at
-        each ``gamma * s``); ``None``: one scale.
+        Multipliers of ``gamma`` for a multi-scale kernel; ``None``: one scale.
     mmd_pair_reduction
-        With pairs of batches, ``"mean"`` (a weight means the same whatever the number of
-        batches) or ``"sum"`` over the pairs (the original design).
+        With pairs of batches, ``"mean"`` or ``"sum"`` (the original design) over the pairs.
     mmd_latent
-        ``"mean"``: the posterior means (what ``get_latent_representation`` returns);
-        ``"sample"``: sampled ``z`` (the original design; a large weight can then shrink the
-        means below the posterior noise, and mixing *falls* as the weight rises).
+        ``"mean"`` (posterior means) or ``"sample"`` (the original design; a large weight
+        then shrinks the means below the posterior noise and mixing *falls*).
     mmd_unlabeled_code
-        Label code of unlabeled cells, ignored by the conditional MMD; ``None``: all labelled.
+        Label code ignored by the conditional MMD.
     mmd_guard_neighbors
-        ``k`` of the guard's mutual ``k``-nearest neighbours within a minibatch.
+        ``k`` of the guard's mutual ``k``-nearest neighbours.
     mmd_ddp_gather
-        Under DDP, gather the codes of all processes before the MMD (differentiable; not with
-        ``mmd_conditional``); no effect in a single process.
+        Under DDP, gather all processes' codes before the MMD (not with ``mmd_conditional``).
     mmd_reference_size
-        Room for a reference sample of latent codes
-        (:meth:`~scvi_mmd.SCVIMMD.set_reference_sample`): cells of batches added later are
-        also pulled towards it. ``0``: no sample.
+        Room for a reference sample of codes (:meth:`~scvi_mmd.SCVIMMD.set_reference_sample`).
     **kwargs
         Keyword arguments for :class:`~scvi.module.VAE`.
     """
@@ -85,7 +78,7 @@ mmd_conditional, mmd_guard
 
     @property
     def mmd_clusters(self) -> int:
-        """The number of latent clusters the pooled MMD compares batches within (0: none)."""
+        """Number of latent clusters of the pooled MMD (0: none)."""
         clusters = self.penalty.clusters
         return 0 if clusters is None else clusters.n_clusters
 
@@ -139,37 +132,26 @@ mmd_conditional, mmd_guard
 
     @property
     def mmd_weight(self) -> float:
-        """The weight the loss uses when none is passed (the weight rule's current weight)."""
+        """The weight rule's current weight (the loss's default)."""
         return self.weight_rule.current_weight
 
     def mmd_codes(self, inference_outputs: dict) -> torch.Tensor:
-        """The latent codes the MMD compares: posterior means or samples (``mmd_latent``)."""
+        """The codes the MMD compares (``mmd_latent``)."""
         return self.penalty.codes(inference_outputs)
 
     def mmd_gamma(
         self, z: torch.Tensor, labels: torch.Tensor | None = None
     ) -> float | torch.Tensor:
-        """Kernel inverse bandwidth(s) for latent codes ``z``: a number, or ``(..., G)``."""
+        """Kernel inverse bandwidth(s) for ``z``."""
         return self.penalty.gamma(z, labels)
 
     def mmd_loss(
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """MMD term ``L_mmd`` of a minibatch.
+        """``L_mmd`` of a minibatch, plus the reference term when a sample is stored.
 
-        Parameters
-        ----------
-        z
-            Latent codes, shape ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``.
-        batch_index
-            Batch code of each cell, shape ``(n_cells, 1)``.
-        labels
-            Label code of each cell, shape ``(n_cells, 1)``; used when ``mmd_conditional``.
-
-        Returns
-        -------
-        0-d tensor: the mean (``mmd_pair_reduction="mean"``) or sum over batch pairs of MMD^2,
-        averaged over samples, plus the reference term when a reference sample is stored.
+        ``z`` ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``; ``batch_index``
+        and ``labels`` (used when ``mmd_conditional``) ``(n_cells, 1)``.
         """
         value = self.penalty(z, batch_index, labels)
         if self.mmd_reference_size and self.n_batch >= 2:
@@ -183,10 +165,8 @@ mmd_conditional, mmd_guard
         return self.penalty.null(z, batch_index, labels)
 
     def reference_mmd(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
-        """MMD between the minibatch's query cells and the stored reference sample.
-
-        Query cells are those of batches added after the sample was stored (codes
-        ``>= mmd_reference_n_batch``); 0 when no sample is stored or no query cell is present.
+        """MMD between the query cells (batches ``>= mmd_reference_n_batch``) and the stored
+        reference sample; 0 without a sample or query cell.
         """
         n_reference_batches = self.mmd_reference_n_batch
         batch_index = batch_index.reshape(-1)
@@ -203,37 +183,15 @@ mmd_conditional, mmd_guard
         return self.penalty.between(torch.cat([z, reference], dim=-2), groups, block)
 
     @unsupported_if_adata_minified
-    def loss(
-        self,
-        tensors: dict[str, torch.Tensor],
-        inference_outputs: dict[str, torch.Tensor],
-        generative_outputs: dict[str, torch.Tensor],
-        kl_weight: torch.Tensor | float = 1.0,
-        mmd_weight: torch.Tensor | float | None = None,
-        compute_null: bool = False,
-        compute_term: bool = True,
-    ) -> LossOutput:
+    def loss(self, tensors: dict[str, torch.Tensor], inference_outputs: dict[str, torch.Tensor],
+             generative_outputs: dict[str, torch.Tensor], kl_weight: torch.Tensor | float = 1.0,
+             mmd_weight: torch.Tensor | float | None = None, compute_null: bool = False,
+             compute_term: bool = True) -> LossOutput:
         """Negative ELBO plus ``mmd_weight * L_mmd``; ``L_mmd`` goes to ``extra_metrics``.
 
-        Parameters
-        ----------
-        tensors
-            Minibatch tensors.
-        inference_outputs
-            Outputs of :meth:`inference`.
-        generative_outputs
-            Outputs of :meth:`generative`.
-        kl_weight
-            Weight of the KL divergence of ``z``.
-        mmd_weight
-            Weight of the MMD term (the training plan passes it); defaults to
-            :attr:`mmd_weight`.
-        compute_null
-            Also compute the permutation null (``extra_metrics["mmd_null"]``, no gradient),
-            for the weight rule; the plan asks on the steps the rule needs it.
-        compute_term
-            ``False``: at weight 0 and without the null, skip the term (it is then only a
-            record; the plan asks for it on some steps).
+        ``mmd_weight``: from the plan (default :attr:`mmd_weight`). ``compute_null``: also the
+        permutation null (``extra_metrics["mmd_null"]``) for the weight rule.
+        ``compute_term=False``: at weight 0 without the null, skip the term (a record only).
         """
         elbo_output = super().loss(tensors, inference_outputs, generative_outputs, kl_weight)
         if mmd_weight is None:

@@ -1,13 +1,4 @@
-"""The MMD penalty: which codes, which kernel, which estimator, which pairs, which cells.
-
-:class:`MMDPenalty` computes the batch term ``L_mmd`` of a minibatch from its settings, chosen
-once; :class:`~scvi_mmd.module.MMDVAE` only wires it to the ELBO and a weight. Its pieces:
-the codes (posterior means or samples), the kernel (:func:`~scvi_mmd.mmd.median_heuristic_gamma`
-or a fixed ``gamma``, times optional scales), the estimator and pairing
-(:func:`~scvi_mmd.mmd.grouped_mmd`), and the cell selector: all cells, the label-free guard
-(:class:`~scvi_mmd.module.MutualNeighbourGuard`) or the label-aware MMD
-(:func:`~scvi_mmd.mmd.grouped_mmd_conditional`).
-"""
+"""The MMD penalty ``L_mmd`` of a minibatch: which codes, kernel, estimator, pairs and cells."""
 
 from __future__ import annotations
 
@@ -51,10 +42,8 @@ def _world_size() -> int:
 
 
 def _gather_padded(z: torch.Tensor, codes: torch.Tensor, pad_code: int):
-    """All-gather ``z`` (with gradients) and group codes from every process.
-
-    Minibatches can differ in size across processes, so each is padded to the largest with
-    zeros in the group ``pad_code``.
+    """All-gather ``z`` (with gradients) and codes, each process padded to the largest
+    minibatch with zeros in group ``pad_code``.
     """
     from torch.distributed.nn.functional import all_gather
 
@@ -72,45 +61,18 @@ def _gather_padded(z: torch.Tensor, codes: torch.Tensor, pad_code: int):
 
 
 class MMDPenalty(nn.Module):
-    """The batch MMD term ``L_mmd`` of a minibatch (see :class:`~scvi_mmd.module.MMDVAE` for
-    the meaning of each setting). Each setting is checked here, once: a bad one is a
-    :class:`ValueError` before any training.
+    """The batch MMD term ``L_mmd`` of a minibatch; each setting is checked here, once.
 
-    Parameters
-    ----------
-    n_batch, n_labels
-        Numbers of batches and labels of the module.
-    mode, kernel_gamma, kernel_scales, pairs, pair_reduction, latent
-        ``mmd_mode``, ``mmd_kernel_gamma``, ``mmd_kernel_scales``, ``mmd_pairs``,
-        ``mmd_pair_reduction``, ``mmd_latent``.
-    conditional, unlabeled_code
-        The label-aware MMD and the label code it ignores.
-    guard, guard_neighbors
-        The mutual-neighbour guard (``None``: on with the exact estimators, for the cells of
-        unshared clusters only if there are clusters; off with ``"fast"`` or ``conditional``)
-        and its ``k``.
-    ddp_gather
-        Gather the codes of all processes before the MMD under DDP.
+    The arguments are :class:`~scvi_mmd.module.MMDVAE`'s ``mmd_*`` settings (``mode`` is
+    ``mmd_mode``, ...); ``n_batch``, ``n_labels`` and ``n_latent`` are the module's.
     """
 
-    def __init__(
-        self,
-        n_batch: int,
-        n_labels: int = 0,
-        mode: str = "unbiased",
-        kernel_gamma: float | str = "median",
-        kernel_scales=None,
-        pairs: str | None = None,
-        pair_reduction: str = "mean",
-        latent: str = "mean",
-        conditional: bool = False,
-        unlabeled_code: int | None = None,
-        guard: bool | None = None,
-        guard_neighbors: int = 3,
-        ddp_gather: bool = False,
-        clusters: int | None = 0,
-        n_latent: int = 10,
-    ):
+    def __init__(self, n_batch: int, n_labels: int = 0, mode: str = "unbiased",
+                 kernel_gamma: float | str = "median", kernel_scales=None,
+                 pairs: str | None = None, pair_reduction: str = "mean", latent: str = "mean",
+                 conditional: bool = False, unlabeled_code: int | None = None,
+                 guard: bool | None = None, guard_neighbors: int = 3, ddp_gather: bool = False,
+                 clusters: int | None = 0, n_latent: int = 10):
         super().__init__()
         _check_choice("mmd_mode", mode, MMD_MODES)
         if pairs is None:  # pooled where it applies: an exact estimator, no labels
@@ -162,33 +124,27 @@ class MMDPenalty(nn.Module):
             persistent=False,
         )
         self.conditional, self.unlabeled_code = bool(conditional), unlabeled_code
-        # with clusters, the default guard checks only the cells of clusters one batch alone
-        # has in the minibatch: a type some batches lack, or a type split by the batch effect;
-        # only the second has mutual neighbours in other batches (the shared clusters already
-        # compare like with like, and a guard on all cells hid a 64-batch effect)
+        # with clusters, the default guard checks only the cells of unshared clusters (a guard
+        # on all cells hid a 64-batch effect from the controller)
         self.guard_unshared_only = guard is None and bool(clusters)
         if guard is None:
             guard = mode != "fast" and not self.conditional
-        # the cell selector: None (all cells) or an object whose ``keep(z, groups, n_groups,
-        # neg_sq)`` gives each cell's (n, n_groups) weights in the pairs (the guard's matches)
+        # the cell selector: None (all cells) or the guard
         self.selector = MutualNeighbourGuard(guard_neighbors) if guard else None
         self.ddp_gather = bool(ddp_gather)
-        # label-free strata of the pooled MMD: clusters of the latent space, learnt in training
         self.clusters = OnlineKMeans(clusters, n_latent) if clusters else None
         self._null_generator = None
         self._frozen = False  # True while the null is computed: the clusters do not learn
 
     def codes(self, inference_outputs: dict) -> torch.Tensor:
-        """The latent codes the MMD compares: posterior means or samples (``latent``)."""
+        """The codes the MMD compares: posterior means or samples (``latent``)."""
         if self.latent == "mean":
             return inference_outputs[QZ_KEY].loc
         return inference_outputs[Z_KEY]
 
     def gamma(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> float | torch.Tensor:
-        """Kernel inverse bandwidth(s) for codes ``z``: a number, or ``(..., G)``.
-
-        With ``"median"`` and ``labels`` (the label-aware MMD), the median is over pairs of
-        cells with the same label (unlabeled cells left out).
+        """Inverse bandwidth(s) for ``z``, a number or ``(..., G)``; with ``"median"`` and
+        ``labels`` (or strata), over pairs of cells with the same label.
         """
         gamma = self.kernel_gamma
         if gamma == "median":
@@ -203,7 +159,7 @@ class MMDPenalty(nn.Module):
     def forward(
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``L_mmd`` over the batch pairs of the minibatch (0 with fewer than two batches)."""
+        """``L_mmd`` of the minibatch (0 with fewer than two batches)."""
         if self.n_batch < 2:
             return z.new_zeros(())
         if self.ddp_gather and _world_size() > 1 and not self.conditional:
@@ -237,12 +193,10 @@ class MMDPenalty(nn.Module):
 
     def pooled(self, z: torch.Tensor, batch_index: torch.Tensor,
                padding: torch.Tensor | None = None, with_null: bool = False):
-        """The pooled MMD (:func:`~scvi_mmd.mmd.pooled_weights`), with the guard's unmatched
-        cells (no mutual neighbour in any other batch) and ``padding`` cells left out, within
-        the shared clusters of the latent space if there are any (:func:`shared_strata`).
+        """The pooled MMD (:func:`~scvi_mmd.mmd.pooled_weights`) within the shared latent
+        clusters (if any), without the guard's unmatched cells and ``padding``.
 
-        ``with_null``: also the same statistic with the batch labels permuted (no gradient),
-        summed in the same pass over the kernel (:meth:`null`), as a pair ``(term, null)``.
+        ``with_null``: also the null (:meth:`null`) from the same kernel pass, as a pair.
         """
         groups = batch_index.reshape(-1).long()
         neg_sq = _neg_sq_distances(z)
@@ -289,17 +243,15 @@ class MMDPenalty(nn.Module):
 
     def term_and_null(self, z: torch.Tensor, batch_index: torch.Tensor,
                       labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(L_mmd, its permutation null)``: for the pooled MMD in one pass over the kernel,
-        otherwise as :meth:`forward` and :meth:`null`.
-        """
+        """``(L_mmd, null)``: one kernel pass when pooled, else :meth:`forward`, :meth:`null`."""
         if self.pairs == "pooled" and self.n_batch >= 2 and not (
                 self.ddp_gather and _world_size() > 1):
             return self.pooled(z, batch_index, with_null=True)
         return self(z, batch_index, labels), self.null(z, batch_index, labels)
 
     def _null_order(self, batch_index: torch.Tensor) -> torch.Tensor:
-        """A permutation of the minibatch from the penalty's own generator (seeded with
-        ``scvi.settings.seed``), so the global random stream is the one scVI would see.
+        """A permutation from the penalty's own generator (seeded with ``scvi.settings.seed``):
+        the global random stream stays the one scVI sees.
         """
         if self._null_generator is None:
             from scvi import settings
@@ -312,12 +264,8 @@ class MMDPenalty(nn.Module):
     def null(
         self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``L_mmd`` with the batch labels permuted within the minibatch (no gradient).
-
-        Its expectation is that of ``L_mmd`` when the batches do not differ (the permutation
-        null), whatever the estimator, kernel and cell selection. The permutation comes from
-        the penalty's own generator (seeded with ``scvi.settings.seed``), so the global random
-        stream is the one scVI would see.
+        """``L_mmd`` with the batch labels permuted (no gradient): its expectation is
+        ``L_mmd``'s when batches do not differ, for any estimator, kernel or cell selection.
         """
         order = self._null_order(batch_index)
         self._frozen = True
@@ -333,12 +281,12 @@ class MMDPenalty(nn.Module):
 
     @property
     def guard_scope(self) -> str:
-        """Which cells the guard checks: ``"all"``, ``"unshared clusters"`` or ``"none"``."""
+        """``"all"``, ``"unshared clusters"`` or ``"none"``: the cells the guard checks."""
         unshared = self.guard_unshared_only and self.clusters is not None
         return "none" if self.selector is None else "unshared clusters" if unshared else "all"
 
     def _guard_keep(self, z, batch_index, n_groups):
-        """The selector's cell weights, as a function of the distances the exact MMD has."""
+        """The guard's cell weights, as a function of the exact MMD's distances."""
         if self.selector is None:
             return None
         return lambda neg_sq: self.selector.keep(z, batch_index, n_groups, neg_sq)

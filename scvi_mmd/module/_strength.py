@@ -1,39 +1,22 @@
 """A correction strength with a unit: the MMD weight set during training by a controller.
 
-``mmd_strength = s`` in ``[0, 1]`` places the batches' latent discrepancy at the end of training
-between two levels measured on the data: ``D0``, the discrepancy of scVI's own latent space
-(``s = 0``), and ``nu``, the noise of the controller's measurement when the batches do not
-differ (``s = 1``), on a log scale (the discrepancy spans decades between the two):
-``target = nu * (D0 / nu) ** (1 - s)``.
+``s`` in ``[0, 1]`` places the batches' latent discrepancy at the end of training between
+``D0``, scVI's own (``s = 0``), and ``nu``, the noise of the measurement when batches do not
+differ (``s = 1``), on a log scale: ``target = nu * (D0 / nu) ** (1 - s)``.
 
-1. **Warm-up.** The first steps train at weight 0 (scVI). Each step measures the discrepancy
-   ``D = L_mmd - L_null`` of the minibatch: the MMD term as trained, minus the same statistic
-   with the batch labels permuted within the minibatch (the permutation null, whose
-   expectation is that of ``L_mmd`` when the batches do not differ, for every estimator, kernel
-   and cell selector). Over the second half of the warm-up, ``D0`` is the mean of ``D`` and
-   ``nu`` the standard deviation of ``L_null`` across minibatches times
-   ``sqrt(ema / (2 - ema))``: the noise of the moving average of ``D`` that the controller
-   reads when the batches do not differ.
-2. **Nothing to correct.** If ``D0`` is within ``null_z`` standard errors of 0, or below
-   ``nu``, the batches are indistinguishable by the minibatch statistic already: the weight
-   stays 0 and the model trains as scVI to the end. When the measurement cannot yet tell
-   (``D0`` not significant, but ``D0 + null_z`` standard errors above ``nu``: with many batches
-   a minibatch holds few cells of each and ``D`` is noisy), the warm-up goes on, doubling,
-   up to ``max_warmup_share`` of the training, and decides then.
-3. **Control.** Otherwise the weight follows dual ascent on the constraint
-   ``E[D] <= target`` in log space (as GECO, Rezende & Viola 2018):
-   ``log w += rate * clip(log(D_ema / target), -1, 1)``, with ``D_ema`` an exponential moving
-   average of ``D`` (floored at ``nu / 10``); no update while ``|D_ema - target|`` is within the
-   moving average's own noise (``band_z`` standard deviations). The weight starts at 0,
-   becomes ``min_weight`` on the first push, is capped at ``max_weight``, and returns to 0 if
-   it falls back to ``min_weight``. ``rate`` lets the weight cross
-   ``[min_weight, max_weight]`` in ``ramp_share`` of the training steps after the warm-up.
-   Here the null is known: it is computed on one step in ``null_every`` only, and ``D`` is
-   ``L_mmd`` minus a moving average of the null (same smoothing, started at the warm-up's
-   mean), so the control costs about one evaluation of the term per step.
-
-Once the batches are aligned, nothing in the ELBO pulls them apart again (scVI's decoder gets
-the batch), so the weight mostly falls back once the target is reached.
+1. **Warm-up** at weight 0: each step reads ``D = L_mmd - L_null``, ``L_null`` the term with
+   the batch labels permuted (its expectation is ``L_mmd``'s when batches do not differ, for
+   any estimator, kernel or cell selector). Over the warm-up's second half, ``D0`` is the
+   mean of ``D`` and ``nu`` the standard deviation of ``L_null`` times ``sqrt(ema / (2 -
+   ema))``, the noise of the moving average the controller reads.
+2. **Nothing to correct** if ``D0`` is within ``null_z`` standard errors of 0 or below ``nu``:
+   the weight stays 0 (scVI). If undecided (``D0 + null_z`` s.e. above ``nu``: few cells per
+   batch), the warm-up doubles, up to ``max_warmup_share`` of the training.
+3. **Control**: dual ascent on ``E[D] <= target`` in log space (as GECO, Rezende & Viola
+   2018), ``log w += rate * clip(log(D_ema / target), -1, 1)``, idle within ``band_z``
+   standard deviations of the moving average; the weight starts at ``min_weight`` on the
+   first push, is capped at ``max_weight``, returns to 0 below ``min_weight``. The null is
+   then read on one step in ``null_every``, ``D`` using its moving average.
 """
 
 from __future__ import annotations
@@ -58,50 +41,18 @@ def validate_strength(value) -> float:
 class StrengthController(WeightRule):
     """Sets the MMD weight during training so that a share ``strength`` of the discrepancy goes.
 
-    The state that describes the result (baseline, target, phase, weight) is kept in buffers,
-    so it is saved and loaded with the model.
-
-    Parameters
-    ----------
-    strength
-        Share ``s`` in ``[0, 1]`` of the warm-up discrepancy that training removes.
-    warmup_share
-        Share of the training steps trained at weight 0 to measure the baseline.
-    max_warmup_share
-        Longest warm-up, as a share of the training steps, while the baseline is undecided.
-    min_warmup_steps
-        Fewest warm-up steps (a shorter training stays at weight 0).
-    ramp_share
-        Share of the steps after the warm-up in which the weight can cross its range: the
-        whole training by default, slow enough for the latent space to follow the weight (in
-        a quarter of it, the weight overshot to 3,000 and merged a batch-exclusive type).
-    min_weight, max_weight
-        The weight's range once it is on (it is 0 until the first push); ``max_weight`` is the
-        top of the range the fixed weight was documented for.
-    ema
-        Smoothing factor of the moving average of ``D``.
-    null_z
-        Standard errors of ``D0`` above 0 needed to correct at all.
-    band_z
-        Dead band around the target, in standard deviations of the moving average.
-    null_every
-        After the warm-up, the permutation null is computed on one step in this many.
+    The result (baseline, target, phase, weight) lives in buffers, saved with the model. The
+    warm-up takes ``warmup_share`` of the steps (at least ``min_warmup_steps``, at most
+    ``max_warmup_share`` while undecided); the weight can cross ``[min_weight, max_weight]``
+    in ``ramp_share`` of the steps after it (in a quarter, it overshot to 3,000 and merged a
+    batch-exclusive type). ``ema``, ``null_z``, ``band_z`` and ``null_every`` are as in the
+    module docstring.
     """
 
-    def __init__(
-        self,
-        strength: float,
-        warmup_share: float = 0.1,
-        max_warmup_share: float = 0.3,
-        min_warmup_steps: int = 20,
-        ramp_share: float = 1.0,
-        min_weight: float = 0.1,
-        max_weight: float = 1e3,
-        ema: float = 0.05,
-        null_z: float = 3.0,
-        band_z: float = 1.0,
-        null_every: int = 4,
-    ):
+    def __init__(self, strength: float, warmup_share: float = 0.1, max_warmup_share: float = 0.3,
+                 min_warmup_steps: int = 20, ramp_share: float = 1.0, min_weight: float = 0.1,
+                 max_weight: float = 1e3, ema: float = 0.05, null_z: float = 3.0,
+                 band_z: float = 1.0, null_every: int = 4):
         super().__init__()
         self.strength = validate_strength(strength)
         self.warmup_share, self.max_warmup_share = warmup_share, max_warmup_share
@@ -115,7 +66,6 @@ class StrengthController(WeightRule):
             self.register_buffer(name, torch.zeros(()))
         self.start(0)
 
-    # -- training -------------------------------------------------------------------------
     def start(self, total_steps: int | float) -> None:
         """Reset for a training of ``total_steps`` steps (the warm-up starts again)."""
         total = int(total_steps) if math.isfinite(total_steps) else 0
@@ -136,29 +86,21 @@ class StrengthController(WeightRule):
 
     @property
     def phase_name(self) -> str:
-        """``"warmup"``, ``"control"`` or ``"nothing_to_correct"`` (from the host copy: the
-        plan asks every step, and reading the buffer would synchronise a GPU).
-        """
+        """``"warmup"``, ``"control"`` or ``"nothing_to_correct"`` (a host copy: no GPU sync)."""
         return PHASES[self._phase]
 
     @property
     def listening(self) -> bool:
-        """Whether :meth:`observe` still uses what it is given (not once there is nothing to
-        correct).
-        """
+        """Whether :meth:`observe` uses what it is given (not once nothing is to correct)."""
         return self.phase_name != "nothing_to_correct"
 
     def null_due(self, step: int) -> bool:
-        """Whether training step ``step`` computes the permutation null: every step of the
-        warm-up, one in :attr:`null_every` in the control, none when nothing is corrected.
-        """
+        """Every warm-up step, one in :attr:`null_every` in the control, else never."""
         phase = self.phase_name
         return phase == "warmup" or (phase == "control" and step % self.null_every == 0)
 
     def observe(self, mmd: float, null: float | None = None) -> float | None:
-        """Take one training step's MMD term and its permutation null (``None`` or NaN on a
-        step without one, in the control); update the weight. Returns the discrepancy read.
-        """
+        """Take one step's term and null (``None``/NaN if none); returns the ``D`` read."""
         phase = self.phase_name
         has_null = null is not None and math.isfinite(null)
         if (phase == "warmup" and not has_null) or not math.isfinite(mmd):

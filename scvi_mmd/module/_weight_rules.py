@@ -1,11 +1,10 @@
-"""What sets the weight of the MMD term during training: a weight rule.
+"""What sets the MMD weight during training: a weight rule.
 
-:class:`~scvi_mmd.train.MMDTrainingPlan` calls the rule's :meth:`~WeightRule.start` when training
-starts, asks :attr:`~WeightRule.current_weight` before every step and passes it to the loss, and,
-while :attr:`~WeightRule.listening`, gives :meth:`~WeightRule.observe` each step's MMD term and, on
-the steps :meth:`~WeightRule.null_due` asks for, its permutation null. Two rules exist:
-:class:`FixedWeight` and :class:`~scvi_mmd.module.StrengthController`; :func:`make_weight_rule`
-picks one from the user's ``mmd_weight`` / ``mmd_strength``.
+The training plan calls :meth:`~WeightRule.start`, reads :attr:`~WeightRule.current_weight`
+before each step and passes it to the loss, and, while :attr:`~WeightRule.listening`, gives
+:meth:`~WeightRule.observe` each step's term (and its permutation null on the steps
+:meth:`~WeightRule.null_due` names). Rules: :class:`FixedWeight` and
+:class:`~scvi_mmd.module.StrengthController`.
 """
 
 from __future__ import annotations
@@ -34,9 +33,7 @@ class WeightRule(nn.Module):
         return False
 
     def observe(self, mmd: float, null: float | None = None) -> float | None:
-        """One training step's MMD term and its permutation null (``None`` or NaN where not
-        computed), while :attr:`listening`; returns the discrepancy read, if any.
-        """
+        """One step's MMD term and null (``None``/NaN if not computed); returns ``D`` if read."""
         return None
 
 
@@ -65,13 +62,7 @@ class FixedWeight(WeightRule):
 
 def make_weight_rule(mmd_weight: float | None, mmd_strength: float | None,
                      default_strength: float) -> WeightRule:
-    """The rule for the user's settings: a fixed weight, or a strength (the default).
-
-    Raises
-    ------
-    ValueError
-        If both are given, or either is out of range.
-    """
+    """A fixed weight or a strength (default); a :class:`ValueError` if both or out of range."""
     from scvi_mmd.module._strength import StrengthController
 
     if mmd_weight is not None and mmd_strength is not None:

@@ -1,6 +1,4 @@
-"""Training plan that owns the MMD weight (asks the weight rule each step) and logs the MMD
-term per epoch.
-"""
+"""The training plan: owns the MMD weight (asks the weight rule each step), logs the term."""
 
 from __future__ import annotations
 
@@ -19,44 +17,26 @@ MMD_WEIGHT_KEY = "mmd_weight"
 class MMDTrainingPlan(TrainingPlan):
     """:class:`~scvi.train.TrainingPlan` for :class:`~scvi_mmd.module.MMDVAE`.
 
-    The module returns the MMD term in ``LossOutput.extra_metrics["mmd_loss"]``. This plan records
-    it in :attr:`~scvi.model.base.BaseModelClass.history` as ``mmd_loss_train`` and
-    ``mmd_loss_validation``: per epoch, the mean over cells (each minibatch weighted by its number
-    of cells, as scvi-tools does for its extra metrics; at weight 0 with no rule listening, over
-    the steps that computed it: one in :attr:`record_every` and the epoch's first). The sums are
-    kept on the device and logged once per epoch, so the MMD adds no per-step logging cost.
-
-    The plan owns the weight: before each training step it asks the module's weight rule
-    (:class:`~scvi_mmd.module.FixedWeight` or :class:`~scvi_mmd.module.StrengthController`) for
-    :attr:`mmd_weight` and passes it to the loss; it starts the rule when training starts and,
-    while the rule listens, gives it each training step's MMD term and, on the steps the rule asks
-    for, the permutation null (averaged over processes under DDP). The weight in effect is logged
-    as ``mmd_weight_train`` (mean over the epoch's steps) and the controller's discrepancy
-    ``mmd_loss - mmd_null`` as ``mmd_discrepancy_train``. An optional linear ramp of a fixed weight
-    (``n_epochs_mmd_warmup``) scales the weight from 0, in the style of the KL warm-up.
+    The plan owns the weight: it starts the module's weight rule when training starts, asks
+    it for :attr:`mmd_weight` before each step and passes it to the loss, and, while the rule
+    listens, gives it each step's MMD term and, on the steps it asks for, the permutation null
+    (averaged over processes under DDP). :attr:`~scvi.model.base.BaseModelClass.history` gets
+    per epoch ``mmd_loss_train`` / ``mmd_loss_validation`` (mean over cells; summed on the
+    device, logged once per epoch), ``mmd_weight_train`` and ``mmd_discrepancy_train``.
 
     Parameters
     ----------
     module
         An :class:`~scvi_mmd.module.MMDVAE`.
-    n_epochs_mmd_warmup
-        Number of epochs over which the MMD weight grows linearly from 0 to ``mmd_weight``.
-        Overrides ``n_steps_mmd_warmup`` when both are given. ``None``: no warm-up.
-    n_steps_mmd_warmup
-        Number of training steps (minibatches) for the same warm-up, used when
-        ``n_epochs_mmd_warmup`` is ``None``. ``None``: no warm-up.
+    n_epochs_mmd_warmup, n_steps_mmd_warmup
+        Epochs (or, if ``None``, steps) over which a linear ramp scales the weight from 0, in
+        the style of the KL warm-up. ``None``: no ramp.
     **kwargs
         Keyword arguments for :class:`~scvi.train.TrainingPlan`.
     """
 
-    def __init__(
-        self,
-        module,
-        *,
-        n_epochs_mmd_warmup: int | None = None,
-        n_steps_mmd_warmup: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, module, *, n_epochs_mmd_warmup: int | None = None,
+                 n_steps_mmd_warmup: int | None = None, **kwargs):
         for name, value in (
             ("n_epochs_mmd_warmup", n_epochs_mmd_warmup),
             ("n_steps_mmd_warmup", n_steps_mmd_warmup),
@@ -102,12 +82,9 @@ class MMDTrainingPlan(TrainingPlan):
         if clusters is not None:  # decide on the clusters before the controller measures
             clusters.start(max(getattr(rule, "warmup_steps", 100) // 2, 1))
 
-    #: At weight 0 with no rule listening (a fixed weight 0, nothing to correct) the term is
-    #: computed, for the record (``mmd_loss_train``), on one training step in this many.
+    #: At weight 0 with no rule listening, the term is recorded on one step in this many.
     record_every = 4
-
-    #: Training steps whose MMD terms are read to the host at once (one synchronisation of a
-    #: GPU per this many steps, not one per step); the weight follows with that delay.
+    #: Steps whose terms are read to the host at once (one GPU synchronisation each).
     observe_every = 8
 
     def _observe_discrepancy(self, mmd: torch.Tensor, null: torch.Tensor | None) -> None:
@@ -136,9 +113,7 @@ class MMDTrainingPlan(TrainingPlan):
                 self._discrepancy_steps += 1
 
     def training_step(self, batch, batch_idx):
-        """Training step with the weight rule's weight (ramped, if a ramp is set); the
-        permutation null is computed on the steps the rule asks for.
-        """
+        """Training step with the rule's weight (ramped), the null on the steps it asks for."""
         weight = self.mmd_weight
         self.loss_kwargs["compute_null"] = self.module.weight_rule.null_due(self.global_step)
         # at weight 0, with no rule listening, the term is only a record: computed on one step
@@ -191,31 +166,14 @@ class MMDTrainingPlan(TrainingPlan):
         super().compute_and_log_metrics(loss_output, metrics, mode)
 
     def _log_mmd(self, mode: str) -> None:
-        total, n_obs = self._mmd_sums[mode]
-        if n_obs > 0:
-            self.log(
-                f"{MMD_LOSS_KEY}_{mode}",
-                total / n_obs,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=self.use_sync_dist,
-            )
-        if mode == "train" and self._weight_steps > 0:
-            self.log(
-                f"{MMD_WEIGHT_KEY}_train",
-                self._weight_sum / self._weight_steps,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=self.use_sync_dist,
-            )
-        if mode == "train" and self._discrepancy_steps > 0:
-            self.log(
-                "mmd_discrepancy_train",
-                self._discrepancy_sum / self._discrepancy_steps,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=self.use_sync_dist,
-            )
+        sums = {f"{MMD_LOSS_KEY}_{mode}": self._mmd_sums[mode]}
+        if mode == "train":
+            sums[f"{MMD_WEIGHT_KEY}_train"] = (self._weight_sum, self._weight_steps)
+            sums["mmd_discrepancy_train"] = (self._discrepancy_sum, self._discrepancy_steps)
+        for name, (total, count) in sums.items():
+            if count > 0:
+                self.log(name, total / count, on_step=False, on_epoch=True,
+                         sync_dist=self.use_sync_dist)
         self._reset_mmd_sums(mode)
 
     def on_train_epoch_end(self):
