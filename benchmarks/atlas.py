@@ -25,7 +25,7 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type
+from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type, score_rows
 
 OUT = RESULTS / "atlas"
 
@@ -182,7 +182,7 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
         else:
             sets = [("kang_shifted", kang(seed))]
         for name, adata in sets:
-            from scvi_mmd.cli.benchmark import fit_pca, score_rows, select_genes
+            from scvi_mmd.cli.benchmark import fit_pca, select_genes
 
             first = len(rows)
             adata = select_genes(adata, "batch", n_top_genes=0)  # the lognorm layer, for PCA

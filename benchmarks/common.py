@@ -108,3 +108,16 @@ def load(dataset: str, seed: int):
     else:
         raise SystemExit(f"unknown data set {dataset!r}")
     return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
+
+
+def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
+    """Add scib-metrics' batch / bio / total to each row (by its ``embedding``) from one
+    Benchmarker call on those embeddings and ``obsm["X_pca"]``.
+    """
+    from scvi_mmd.cli.benchmark import score
+
+    keys = list(dict.fromkeys(row["embedding"] for row in rows))
+    table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
+    for row in rows:
+        for column in ("Batch correction", "Bio conservation", "Total"):
+            row[column] = float(table.loc[row["embedding"], column])

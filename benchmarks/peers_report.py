@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from common import markdown
 
-from scvi_mmd.cli.tradeoff_plot import legend_outside, plot_tradeoff_lines
+from scvi_mmd.cli.plots import legend_outside, plot_tradeoff_lines
 
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",

@@ -33,9 +33,9 @@ logging.getLogger("scvi").setLevel(logging.ERROR)
 
 import numpy as np
 import pandas as pd
-from common import EPOCHS, fit, load
+from common import EPOCHS, fit, load, score_rows
 
-from scvi_mmd.cli.benchmark import fit_pca, score_rows
+from scvi_mmd.cli.benchmark import fit_pca
 from scvi_mmd.metrics import batch_mixing, exclusive_type_report, label_purity
 
 ROOT = Path(__file__).resolve().parent

@@ -10,22 +10,15 @@ no guard) is :data:`ORIGINAL_DESIGN`, one argument set away::
 
 from __future__ import annotations
 
-#: The strength of :class:`~scvi_mmd.SCVIMMD` when neither ``mmd_strength`` nor
-#: ``mmd_weight`` is given (see :class:`~scvi_mmd.module.StrengthController`); chosen on Kang,
-#: two simulators with batch-exclusive types and a null-batch split (docs/strength.md): within
-#: 0.03 of the scib total of ``s = 1`` on Kang and the first simulator, better on the harder
-#: one, with a margin on the purity of batch-exclusive types.
+#: The strength when neither ``mmd_strength`` nor ``mmd_weight`` is given; chosen on Kang, two
+#: simulators with batch-exclusive types and a null split (docs/strength.md).
 DEFAULT_STRENGTH = 0.9
-#: The estimator: the unbiased U-statistic (its value has no ``O(1/n)`` floor that a strong
-#: weight can buy down by concentrating the latent codes).
+#: The estimator: the U-statistic (no ``O(1/n)`` floor a weight can buy down).
 DEFAULT_MODE = "unbiased"
-#: The kernel bandwidth: the median heuristic of each minibatch, so the kernel follows the
-#: scale of the latent space.
+#: The kernel bandwidth: the median heuristic of each minibatch.
 DEFAULT_KERNEL_GAMMA = "median"
-#: Clusters of the latent space (learnt during training, :class:`~scvi_mmd.module.OnlineKMeans`)
-#: within which the pooled MMD compares batches, at the scale of a cluster: like is compared
-#: with like, so a batch effect left inside cell types is seen with many batches and
-#: different cell-type mixes across batches are not a discrepancy.
+#: Latent clusters (:class:`~scvi_mmd.module.OnlineKMeans`) within which the pooled MMD
+#: compares batches: different cell-type mixes are not a discrepancy.
 DEFAULT_CLUSTERS = 16
 #: Multipliers of the bandwidth: a multi-scale kernel, the mean of five Gaussian kernels.
 DEFAULT_KERNEL_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)

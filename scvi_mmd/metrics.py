@@ -50,9 +50,8 @@ def exclusive_types(labels: np.ndarray, batches: np.ndarray) -> dict[str, list[s
     return found
 
 
-def exclusive_type_report(
-    embedding: np.ndarray, labels: np.ndarray, batches: np.ndarray, n_neighbors: int = 30
-) -> dict[str, float]:
+def exclusive_type_report(embedding: np.ndarray, labels: np.ndarray, batches: np.ndarray,
+                          n_neighbors: int = 30) -> dict[str, float]:
     """How well the types some batches lack stay apart, and how well the rest mix.
 
     Per exclusive label (:func:`exclusive_types`): ``purity[<label>]``, the share of its

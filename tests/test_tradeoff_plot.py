@@ -10,7 +10,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scvi_mmd.cli.tradeoff_plot import (  # noqa: E402
+from scvi_mmd.cli.plots import (  # noqa: E402
     annotate_without_overlap,
     legend_outside,
     plot_tradeoff_lines,

@@ -14,7 +14,7 @@ from ._common import (
     hvg_subset,
     read_input,
 )
-from ._plots import training_and_umap
+from .plots import training_and_umap
 
 
 def integrate(args) -> int:

@@ -129,33 +129,17 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
     return table.reset_index()
 
 
-def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
-    """Add scib-metrics' batch / bio / total to each row (by its ``embedding``) from one
-    :func:`score` call (``obsm["X_pca"]`` needed).
-    """
-    keys = list(dict.fromkeys(row["embedding"] for row in rows))
-    table = score(adata, batch_key, labels_key, keys + ["X_pca"]).set_index("embedding")
-    for row in rows:
-        for column in ("Batch correction", "Bio conservation", "Total"):
-            row[column] = float(table.loc[row["embedding"], column])
-
-
 def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 100.0),
               modes=("normal",), seeds=(0,), baselines=BASELINES, layer: str | None = None,
               n_top_genes: int = 2000, max_epochs: int = 150, accelerator: str = "auto",
-              output_dir: str | Path = "sweep", mmd_kwargs: dict | None = None,
-              configs: dict[str, dict] | None = None, n_jobs: int = 2,
-              umap_weights: list[float] | None = None, strengths=()) -> pd.DataFrame:
+              output_dir: str | Path = "sweep", strengths=(), n_jobs: int = 2) -> pd.DataFrame:
     """Fit and score everything, write ``results.csv`` and plots; return the table.
 
-    ``weights`` x ``modes`` are fixed-weight SCVIMMD fits (``weights`` may be a dict per
-    config); ``strengths``, fits of the default configuration. Every fit and baseline
-    (``pca``, ``scvi``, ``harmony``, ``scanorama``; PCA is always computed, scib-metrics'
-    unintegrated reference) is repeated per seed. ``configs`` ``{name: SCVIMMD arguments}``
-    (default ``{"default": mmd_kwargs}``) name the ``config`` column.
+    ``weights`` x ``modes`` are fixed-weight SCVIMMD fits (``config`` ``"default"``);
+    ``strengths``, fits of the default configuration. Every fit and baseline (``pca``,
+    ``scvi``, ``harmony``, ``scanorama``; PCA is always computed, scib-metrics' unintegrated
+    reference) is repeated per seed.
     """
-    if configs is None:
-        configs = {"default": dict(mmd_kwargs or {})}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data = select_genes(adata, batch_key, n_top_genes, layer)
@@ -181,13 +165,12 @@ def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 1
         if "scanorama" in baselines:
             key = f"X_scanorama_s{seed}"
             fit(key, "Scanorama", fit_scanorama(data, batch_key, key, seed))
-        for name, kwargs in configs.items():
-            for mode in modes:
-                for weight in weights[name] if isinstance(weights, dict) else weights:
-                    key = f"X_mmd_{name}_{mode}_w{weight:g}_s{seed}"
-                    seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
-                                          mmd_mode=mode, mmd_weight=weight, **dict(kwargs))
-                    fit(key, "SCVIMMD", seconds, name, mode, weight)
+        for mode in modes:
+            for weight in weights:
+                key = f"X_mmd_default_{mode}_w{weight:g}_s{seed}"
+                seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
+                                      mmd_mode=mode, mmd_weight=weight)
+                fit(key, "SCVIMMD", seconds, "default", mode, weight)
         for strength in strengths:
             key = f"X_mmd_strength_{strength:g}_s{seed}"
             seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
@@ -197,9 +180,9 @@ def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 1
         rows += [{**fits[row["embedding"]], **row.to_dict()} for _, row in table.iterrows()]
         pd.DataFrame(rows).to_csv(output_dir / "results.csv", index=False)
     results = pd.DataFrame(rows)
-    from scvi_mmd.cli._plots import plot_metric_curves, plot_tradeoff, plot_umaps
+    from scvi_mmd.cli.plots import plot_metric_curves, plot_tradeoff, plot_umaps
 
     plot_tradeoff(results, output_dir / "tradeoff.png")
     plot_metric_curves(results, output_dir / "metrics_vs_weight.png")
-    plot_umaps(data, results, batch_key, labels_key, output_dir / "umaps.png", umap_weights)
+    plot_umaps(data, results, batch_key, labels_key, output_dir / "umaps.png")
     return results

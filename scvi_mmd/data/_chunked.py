@@ -102,21 +102,11 @@ class ChunkedDataModule(LightningDataModule):
     """Training and validation minibatches of a registered (e.g. backed) AnnData, read in
     chunks of rows; the default ``datamodule`` of :meth:`scvi_mmd.SCVIMMD.train` when backed.
 
-    Parameters
-    ----------
-    adata_manager
-        The model's :class:`~scvi.data.AnnDataManager`.
-    batch_size
-        Minibatch size.
-    train_size
-        Share of the cells to train on, at random (``None``: 0.9); the rest validates.
-    chunk_size, chunks_per_buffer
-        Rows read together from one place; chunks shuffled together (memory:
-        ``chunk_size * chunks_per_buffer`` rows).
-    seed
-        Seed of the split and shuffles (``None``: ``scvi.settings.seed``).
-    drop_last
-        Drop the last, incomplete minibatch; ``None``: when it would hold one cell.
+    ``adata_manager``: the model's :class:`~scvi.data.AnnDataManager`. ``train_size``: share
+    of the cells to train on, at random (``None``: 0.9); the rest validates. ``chunk_size``
+    rows are read together; ``chunks_per_buffer`` chunks are shuffled together (in memory).
+    ``seed``: of the split and shuffles (``None``: ``scvi.settings.seed``). ``drop_last``:
+    drop the last, incomplete minibatch (``None``: when it would hold one cell).
     """
 
     def __init__(self, adata_manager, batch_size: int = 128, train_size: float | None = None,

@@ -7,9 +7,8 @@ import torch
 __all__ = ["median_heuristic_gamma"]
 
 
-def median_heuristic_gamma(
-    z: torch.Tensor, groups: torch.Tensor | None = None, ignore: int | None = None
-) -> torch.Tensor:
+def median_heuristic_gamma(z: torch.Tensor, groups: torch.Tensor | None = None,
+                           ignore: int | None = None) -> torch.Tensor:
     """The median heuristic ``1 / (2 median ||z_i - z_j||^2)`` (Gretton et al., 2012, Sec. 8).
 
     The median is over the ``n`` pairs ``(i, i + n // 2 mod n)`` of the shuffled minibatch

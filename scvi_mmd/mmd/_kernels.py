@@ -29,9 +29,8 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
-def _neg_scaled_sq_distances(
-    x: torch.Tensor, y: torch.Tensor, gamma: float, clamp: bool = True
-) -> torch.Tensor:
+def _neg_scaled_sq_distances(x: torch.Tensor, y: torch.Tensor, gamma: float,
+                             clamp: bool = True) -> torch.Tensor:
     """``-gamma ||x_i - y_j||^2`` as one matrix product of ``[x, |x|^2, 1]`` and
     ``[2 gamma y, -gamma, -gamma |y|^2]``, centred first; absolute error about
     ``eps * gamma * max |x|^2``; exact zeros on the diagonal of ``x`` with itself.
@@ -203,8 +202,7 @@ class _WeightedKernelSum(torch.autograd.Function):
 
 
 def weighted_kernel_sum(z: torch.Tensor, weights: torch.Tensor, gamma: GammaLike,
-                        neg_sq: torch.Tensor | None = None,
-                        symmetric: bool = False,
+                        neg_sq: torch.Tensor | None = None, symmetric: bool = False,
                         extra_weights: torch.Tensor | None = None):
     """``sum_ij W_ij k(z_i, z_j)``, ``k`` the (multi-scale) Gaussian kernel, fused.
 

@@ -27,9 +27,8 @@ def group_counts(groups: torch.Tensor, n_groups: int, dtype: torch.dtype) -> tor
     return counts.scatter_add_(0, groups, torch.ones_like(groups, dtype=dtype))
 
 
-def sequential_pairs(
-    counts: torch.Tensor, rank: torch.Tensor | None = None, block: torch.Tensor | None = None
-) -> torch.Tensor:
+def sequential_pairs(counts: torch.Tensor, rank: torch.Tensor | None = None,
+                     block: torch.Tensor | None = None) -> torch.Tensor:
     """Each present group with the next present one in code (or ``rank``) order, ``(G, 1)``."""
     n_groups = counts.shape[0]
     if rank is None:
@@ -76,9 +75,8 @@ def n_pairs(partners: torch.Tensor) -> torch.Tensor:
     return (partners >= 0).sum()
 
 
-def pair_weights(
-    counts: torch.Tensor, partners: torch.Tensor, unbiased: bool = False
-) -> torch.Tensor:
+def pair_weights(counts: torch.Tensor, partners: torch.Tensor,
+                 unbiased: bool = False) -> torch.Tensor:
     """``W`` ``(G, G)`` with the sum over pairs of exact MMD^2 ``= sum_ij K_ij W[g_i, g_j]``.
 
     Per pair ``(k, l)``: ``-1 / (c_k c_l)`` at ``(k, l)`` and ``(l, k)``; the diagonal holds

@@ -193,19 +193,14 @@ use_observed_lib_size, latent_distribution
 
         Parameters
         ----------
-        adata
-            AnnData with raw counts in ``X`` or ``layer``.
-        layer
-            Layer with the raw counts; ``None``: ``X``.
         batch_key
             obs column with the batch: the groups the MMD pulls together.
         labels_key, unlabeled_category
-            obs column with cell-type labels (for ``mmd_conditional=True``) and its value for
+            obs column with cell types (for ``mmd_conditional=True``) and its value for
             unlabeled cells, as in scANVI.
-        size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+        adata, layer, size_factor_key, categorical_covariate_keys, \
+continuous_covariate_keys, **kwargs
             As in :meth:`scvi.model.SCVI.setup_anndata`.
-        **kwargs
-            Keyword arguments for :meth:`~scvi.data.AnnDataManager.register_fields`.
         """
         from scvi.data import AnnDataManager
         from scvi.data.fields import (

@@ -32,16 +32,8 @@ class MMDTermMixin:
 
         Call it on a trained reference model built with ``mmd_reference_size > 0``, before
         saving it; after :meth:`~scvi.model.base.ArchesMixin.load_query_data`, the MMD term
-        pulls the cells of the query batches towards it.
-
-        Parameters
-        ----------
-        adata
-            Reference AnnData; defaults to the model's.
-        indices
-            Cells to sample from (drawn with ``scvi.settings.seed``); default all.
-        batch_size
-            Minibatch size for the encoder.
+        pulls the cells of the query batches towards it. ``indices``: the cells to sample
+        from (default all; drawn with ``scvi.settings.seed``).
         """
         size = self.module.mmd_reference_size
         if size == 0:
@@ -65,18 +57,8 @@ class MMDTermMixin:
 
         Cells are shuffled with ``scvi.settings.seed`` (the global random state untouched),
         and the term of each minibatch is averaged weighted by its cells, as
-        ``history["mmd_loss_validation"]``.
-
-        Parameters
-        ----------
-        adata
-            AnnData set up like the model's; default the model's.
-        indices
-            Cells to use; default all.
-        batch_size
-            Minibatch size; default ``scvi.settings.batch_size``.
-        data_loader_kwargs
-            Keyword arguments for the data loader.
+        ``history["mmd_loss_validation"]``. Arguments as in
+        :meth:`~scvi.model.SCVI.get_latent_representation`.
         """
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)

@@ -13,17 +13,9 @@ from torch import nn
 class OnlineKMeans(nn.Module):
     """Mini-batch k-means of the latent codes (Sculley, 2010), on the device, no host sync.
 
-    Each step moves each centroid towards its codes' mean by ``n_assigned / count``, the count
-    capped at ``memory`` so the centroids follow the changing latent space. Buffers: saved.
-
-    Parameters
-    ----------
-    n_clusters
-        Number of clusters.
-    n_latent
-        Dimension of the codes.
-    memory
-        Cap of each centroid's count (about how many past cells it averages).
+    Each step moves each of ``n_clusters`` centroids towards its codes' mean by ``n_assigned
+    / count``, the count capped at ``memory`` (about how many past cells a centroid averages)
+    so the centroids follow the changing latent space. Buffers: saved with the model.
     """
 
     def __init__(self, n_clusters: int, n_latent: int, memory: int = 2000):

@@ -26,9 +26,8 @@ def validate_guard_neighbors(value) -> int:
     return int(value)
 
 
-def kth_nearest_per_group(
-    dist: torch.Tensor, groups: torch.Tensor, member: torch.Tensor, k: int
-) -> torch.Tensor:
+def kth_nearest_per_group(dist: torch.Tensor, groups: torch.Tensor, member: torch.Tensor,
+                          k: int) -> torch.Tensor:
     """``(n, G)`` distance from each cell to its ``k``-th nearest cell of each group (``inf``
     if fewer), from one ``(n, G, largest group)`` gather: about ``n x n`` reads for any ``G``.
     """

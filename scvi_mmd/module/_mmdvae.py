@@ -82,27 +82,16 @@ mmd_conditional, mmd_guard
         clusters = self.penalty.clusters
         return 0 if clusters is None else clusters.n_clusters
 
-    def __init__(
-        self,
-        n_input: int,
-        n_batch: int = 0,
-        mmd_mode: str = DEFAULT_MODE,
-        mmd_weight: float | None = None,
-        mmd_kernel_gamma: float | str = DEFAULT_KERNEL_GAMMA,
-        mmd_kernel_scales: list[float] | None = DEFAULT_KERNEL_SCALES,
-        mmd_pairs: str | None = None,
-        mmd_conditional: bool = False,
-        mmd_unlabeled_code: int | None = None,
-        mmd_ddp_gather: bool = False,
-        mmd_reference_size: int = 0,
-        mmd_pair_reduction: str = "mean",
-        mmd_latent: str = "mean",
-        mmd_guard: bool | None = None,
-        mmd_guard_neighbors: int = 3,
-        mmd_strength: float | None = None,
-        mmd_clusters: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, n_input: int, n_batch: int = 0, mmd_mode: str = DEFAULT_MODE,
+                 mmd_weight: float | None = None,
+                 mmd_kernel_gamma: float | str = DEFAULT_KERNEL_GAMMA,
+                 mmd_kernel_scales: list[float] | None = DEFAULT_KERNEL_SCALES,
+                 mmd_pairs: str | None = None, mmd_conditional: bool = False,
+                 mmd_unlabeled_code: int | None = None, mmd_ddp_gather: bool = False,
+                 mmd_reference_size: int = 0, mmd_pair_reduction: str = "mean",
+                 mmd_latent: str = "mean", mmd_guard: bool | None = None,
+                 mmd_guard_neighbors: int = 3, mmd_strength: float | None = None,
+                 mmd_clusters: int | None = None, **kwargs):
         size = mmd_reference_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"`mmd_reference_size` must be an integer >= 0, got {size!r}.")
@@ -139,15 +128,13 @@ mmd_conditional, mmd_guard
         """The codes the MMD compares (``mmd_latent``)."""
         return self.penalty.codes(inference_outputs)
 
-    def mmd_gamma(
-        self, z: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> float | torch.Tensor:
+    def mmd_gamma(self, z: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> float | torch.Tensor:
         """Kernel inverse bandwidth(s) for ``z``."""
         return self.penalty.gamma(z, labels)
 
-    def mmd_loss(
-        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def mmd_loss(self, z: torch.Tensor, batch_index: torch.Tensor,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
         """``L_mmd`` of a minibatch, plus the reference term when a sample is stored.
 
         ``z`` ``(n_cells, n_latent)`` or ``(n_samples, n_cells, n_latent)``; ``batch_index``
@@ -158,9 +145,8 @@ mmd_conditional, mmd_guard
             value = value + self.reference_mmd(z, batch_index)
         return value
 
-    def mmd_null_loss(
-        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def mmd_null_loss(self, z: torch.Tensor, batch_index: torch.Tensor,
+                      labels: torch.Tensor | None = None) -> torch.Tensor:
         """The batch MMD term with the batch labels permuted (:meth:`MMDPenalty.null`)."""
         return self.penalty.null(z, batch_index, labels)
 

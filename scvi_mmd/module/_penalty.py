@@ -156,9 +156,8 @@ class MMDPenalty(nn.Module):
             scales = scales.to(z.dtype)
         return torch.as_tensor(gamma, dtype=z.dtype, device=z.device)[..., None] * scales
 
-    def forward(
-        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, batch_index: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         """``L_mmd`` of the minibatch (0 with fewer than two batches)."""
         if self.n_batch < 2:
             return z.new_zeros(())
@@ -261,9 +260,8 @@ class MMDPenalty(nn.Module):
         return order.to(batch_index.device)
 
     @torch.no_grad()
-    def null(
-        self, z: torch.Tensor, batch_index: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def null(self, z: torch.Tensor, batch_index: torch.Tensor,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
         """``L_mmd`` with the batch labels permuted (no gradient): its expectation is
         ``L_mmd``'s when batches do not differ, for any estimator, kernel or cell selection.
         """

@@ -23,24 +23,15 @@ class MMDTrainingPlan(TrainingPlan):
     (averaged over processes under DDP). :attr:`~scvi.model.base.BaseModelClass.history` gets
     per epoch ``mmd_loss_train`` / ``mmd_loss_validation`` (mean over cells; summed on the
     device, logged once per epoch), ``mmd_weight_train`` and ``mmd_discrepancy_train``.
-
-    Parameters
-    ----------
-    module
-        An :class:`~scvi_mmd.module.MMDVAE`.
-    n_epochs_mmd_warmup, n_steps_mmd_warmup
-        Epochs (or, if ``None``, steps) over which a linear ramp scales the weight from 0, in
-        the style of the KL warm-up. ``None``: no ramp.
-    **kwargs
-        Keyword arguments for :class:`~scvi.train.TrainingPlan`.
+    ``n_epochs_mmd_warmup`` (or, if ``None``, ``n_steps_mmd_warmup``): a linear ramp of the
+    weight from 0, in the style of the KL warm-up. ``kwargs``: for
+    :class:`~scvi.train.TrainingPlan`.
     """
 
     def __init__(self, module, *, n_epochs_mmd_warmup: int | None = None,
                  n_steps_mmd_warmup: int | None = None, **kwargs):
-        for name, value in (
-            ("n_epochs_mmd_warmup", n_epochs_mmd_warmup),
-            ("n_steps_mmd_warmup", n_steps_mmd_warmup),
-        ):
+        for name, value in (("n_epochs_mmd_warmup", n_epochs_mmd_warmup),
+                            ("n_steps_mmd_warmup", n_steps_mmd_warmup)):
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
                 raise ValueError(f"`{name}` must be None or an integer >= 0, got {value!r}.")
         super().__init__(module, **kwargs)
