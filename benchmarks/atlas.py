@@ -5,6 +5,7 @@ Usage::
     python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 batches over the same cells
     python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
+    python benchmarks/atlas.py many_types --seeds 0    # the same with 32 types, 8 exclusive
     python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Monocytes 5x more in STIM,
                                                        # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
@@ -30,16 +31,17 @@ from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type, score_ro
 OUT = RESULTS / "atlas"
 
 
-def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = 6000):
+def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = 6000,
+             n_types: int = 8):
     from scvi_mmd.data import simulate_batches
 
     proportions = None
-    if mixes:  # each batch its own mix; types 6 and 7 only in the first half of the batches
+    if mixes:  # each batch its own mix; the last quarter of the types in half the batches only
         rng = np.random.default_rng(100 + seed)
-        proportions = rng.dirichlet(np.full(8, 0.7), n_batches)
-        proportions[n_batches // 2:, 6:] = 0
+        proportions = rng.dirichlet(np.full(n_types, 0.7), n_batches)
+        proportions[n_batches // 2:, n_types - n_types // 4:] = 0
     adata = simulate_batches(n_cells=n_cells, n_genes=1000, n_batches=n_batches,
-                             n_cell_types=8, batch_effect=0.3, type_effect=1.5,
+                             n_cell_types=n_types, batch_effect=0.3, type_effect=1.5,
                              type_proportions=proportions, seed=seed)
     return adata
 
@@ -148,6 +150,7 @@ CONFIGS = {
     "pooled + 8 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 8},
     "pooled + 16 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 16},
     "pooled + 32 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 32},
+    "pooled + 64 clusters": {"mmd_pairs": "pooled", "mmd_clusters": 64},
     "pooled + 16 clusters - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 16,
                                        "mmd_guard": False},
     "pooled - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 0, "mmd_guard": False},
@@ -165,6 +168,9 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             sets = [(f"sim_B{b}", simulate(b, seed)) for b in sizes or (4, 16, 64, 256)]
         elif experiment == "mixes":
             sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in sizes or (8, 32)]
+        elif experiment == "many_types":  # more types than the default's 16 clusters
+            sets = [(f"types32_B{b}", simulate(b, seed, mixes=True, n_types=32))
+                    for b in sizes or (8,)]
         elif experiment == "null":
             one = simulate(1, seed, n_cells=6000)
             sets = []
@@ -214,8 +220,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
-                        choices=["batches", "null", "mixes", "kang_shifted", "kang",
-                                 "kang_donors", "large"])
+                        choices=["batches", "null", "mixes", "many_types", "kang_shifted",
+                                 "kang", "kang_donors", "large"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")
