@@ -155,10 +155,10 @@ CONFIGS = {
                                        "mmd_guard": False},
     "pooled - no guard": {"mmd_pairs": "pooled", "mmd_clusters": 0, "mmd_guard": False},
     "clusters + guard": {"mmd_guard": True},
+    "clusters - no guard": {"mmd_guard": False},
     "strength 0.25": {"mmd_strength": 0.25},
     "strength 0.5": {"mmd_strength": 0.5},
     "strength 0.75": {"mmd_strength": 0.75},
-    "clusters - no guard": {"mmd_guard": False},
 }
 
 

@@ -32,9 +32,15 @@ def test_private_scvi_tools_names_only_in_compat():
         if path.name == "_compat.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scvi"):
-                private = [part for part in node.module.split(".") if part.startswith("_")]
-                names = [alias.name for alias in node.names if alias.name.startswith("_")]
-                if (private or names) and not node.module.startswith("scvi_mmd"):
-                    found.append((path.name, node.module, names))
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [alias.name for alias in node.names], []
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "scvi" and any(p.startswith("_") for p in parts + names):
+                    found.append((path.name, module, names))
     assert not found

@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of --strength: one fixed weight (0 = scVI)")
     add("--guard", action=argparse.BooleanOptionalAction, default=None,
         help="the label-free guard against over-correction: compare only cells with a mutual "
-        "nearest neighbour in another batch (default: on, except with --label-aware or "
-        "--mmd-mode fast)")
+        "nearest neighbour in another batch (--guard: all cells; default: the cells of "
+        "clusters one batch alone has, none with --label-aware or --mmd-mode fast)")
     add("--mmd-mode", choices=MMD_MODES, default=DEFAULT_MODE,
         help=f"MMD estimator (default: {DEFAULT_MODE})")
     add("--mmd-kernel-gamma", type=gamma_arg, default="median",

@@ -129,6 +129,14 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
     return table.reset_index()
 
 
+def _fit_row(method, seconds, seed, max_epochs, config=None, mode=None, weight=None,
+             strength=None) -> dict:
+    """One fit's columns of ``results.csv``, before its scores."""
+    return {"method": method, "config": config, "mmd_mode": mode, "mmd_weight": weight,
+            "mmd_strength": strength, "seed": seed, "max_epochs": max_epochs,
+            "fit_seconds": seconds}
+
+
 def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 100.0),
               modes=("normal",), seeds=(0,), baselines=BASELINES, layer: str | None = None,
               n_top_genes: int = 2000, max_epochs: int = 150, accelerator: str = "auto",
@@ -146,36 +154,34 @@ def run_sweep(adata, batch_key: str, labels_key: str, weights=(0.0, 1.0, 10.0, 1
     rows = []
     pca_seconds = fit_pca(data)
     for seed in seeds:
-        fits = {}  # obsm key -> the row's description
-
-        def fit(key, method, seconds, config=None, mode=None, weight=None, strength=None,
-                fits=fits, seed=seed):
-            fits[key] = {"method": method, "config": config, "mmd_mode": mode,
-                         "mmd_weight": weight, "mmd_strength": strength, "seed": seed,
-                         "max_epochs": max_epochs, "fit_seconds": seconds}
-
+        fits = {}  # obsm key -> the fit's columns of results.csv
         if "pca" in baselines:
-            fit("X_pca", "Unintegrated PCA", pca_seconds)
+            fits["X_pca"] = _fit_row("Unintegrated PCA", pca_seconds, seed, max_epochs)
         if "scvi" in baselines:
             key = f"X_scvi_s{seed}"
-            fit(key, "SCVI", fit_scvi(data, batch_key, key, seed, max_epochs, accelerator))
+            seconds = fit_scvi(data, batch_key, key, seed, max_epochs, accelerator)
+            fits[key] = _fit_row("SCVI", seconds, seed, max_epochs)
         if "harmony" in baselines:
             key = f"X_harmony_s{seed}"
-            fit(key, "Harmony", fit_harmony(data, batch_key, key, seed))
+            fits[key] = _fit_row("Harmony", fit_harmony(data, batch_key, key, seed), seed,
+                                 max_epochs)
         if "scanorama" in baselines:
             key = f"X_scanorama_s{seed}"
-            fit(key, "Scanorama", fit_scanorama(data, batch_key, key, seed))
+            fits[key] = _fit_row("Scanorama", fit_scanorama(data, batch_key, key, seed), seed,
+                                 max_epochs)
         for mode in modes:
             for weight in weights:
                 key = f"X_mmd_default_{mode}_w{weight:g}_s{seed}"
                 seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
                                       mmd_mode=mode, mmd_weight=weight)
-                fit(key, "SCVIMMD", seconds, "default", mode, weight)
+                fits[key] = _fit_row("SCVIMMD", seconds, seed, max_epochs, "default", mode,
+                                     weight)
         for strength in strengths:
             key = f"X_mmd_strength_{strength:g}_s{seed}"
             seconds = fit_scvimmd(data, batch_key, key, seed, max_epochs, accelerator,
                                   mmd_strength=strength)
-            fit(key, "SCVIMMD", seconds, f"strength {strength:g}", strength=strength)
+            fits[key] = _fit_row("SCVIMMD", seconds, seed, max_epochs, f"strength {strength:g}",
+                                 strength=strength)
         table = score(data, batch_key, labels_key, list(fits), n_jobs=n_jobs)
         rows += [{**fits[row["embedding"]], **row.to_dict()} for _, row in table.iterrows()]
         pd.DataFrame(rows).to_csv(output_dir / "results.csv", index=False)

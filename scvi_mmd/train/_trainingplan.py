@@ -23,9 +23,16 @@ class MMDTrainingPlan(TrainingPlan):
     (averaged over processes under DDP). :attr:`~scvi.model.base.BaseModelClass.history` gets
     per epoch ``mmd_loss_train`` / ``mmd_loss_validation`` (mean over cells; summed on the
     device, logged once per epoch), ``mmd_weight_train`` and ``mmd_discrepancy_train``.
-    ``n_epochs_mmd_warmup`` (or, if ``None``, ``n_steps_mmd_warmup``): a linear ramp of the
-    weight from 0, in the style of the KL warm-up. ``kwargs``: for
-    :class:`~scvi.train.TrainingPlan`.
+
+    Parameters
+    ----------
+    module
+        An :class:`~scvi_mmd.module.MMDVAE`.
+    n_epochs_mmd_warmup, n_steps_mmd_warmup
+        Epochs (or, if ``None``, steps) of a linear ramp of the weight from 0, in the style
+        of the KL warm-up; ``None``: none.
+    **kwargs
+        Keyword arguments for :class:`~scvi.train.TrainingPlan`.
     """
 
     def __init__(self, module, *, n_epochs_mmd_warmup: int | None = None,
