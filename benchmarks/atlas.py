@@ -6,6 +6,7 @@ Usage::
     python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
     python benchmarks/atlas.py many_types --seeds 0    # the same with 32 types, 8 exclusive
+                                                       # (--types 16,24: fewer)
     python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Monocytes 5x more in STIM,
                                                        # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
@@ -162,7 +163,8 @@ CONFIGS = {
 }
 
 
-def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None):
+def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None,
+        types=None):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
@@ -172,8 +174,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
         elif experiment == "mixes":
             sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in sizes or (8, 32)]
         elif experiment == "many_types":  # more types than the default's 16 clusters
-            sets = [(f"types32_B{b}", simulate(b, seed, mixes=True, n_types=32))
-                    for b in sizes or (8,)]
+            sets = [(f"types{t}_B{b}", simulate(b, seed, mixes=True, n_types=t))
+                    for t in types or (32,) for b in sizes or (8,)]
         elif experiment == "null":
             one = simulate(1, seed, n_cells=6000)
             sets = []
@@ -232,13 +234,14 @@ def main():
                         help="';'-separated names of " + "; ".join(CONFIGS))
     parser.add_argument("--tag", default="", help="suffix of the result file")
     parser.add_argument("--sizes", default="", help="numbers of batches (default: per experiment)")
+    parser.add_argument("--types", default="", help="numbers of cell types (many_types; 32)")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
         [float(w) for w in args.fixed.split(",") if w],
         [c for c in args.configs.split(";") if c], args.tag, args.scib,
-        [int(b) for b in args.sizes.split(",") if b])
+        [int(b) for b in args.sizes.split(",") if b], [int(t) for t in args.types.split(",") if t])
 
 
 if __name__ == "__main__":
