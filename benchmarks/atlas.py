@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 batches over the same cells
+                                                       # (--cells 100000: at atlas size)
     python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
     python benchmarks/atlas.py many_types --seeds 0    # the same with 32 types, 8 exclusive
@@ -164,13 +165,14 @@ CONFIGS = {
 
 
 def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None,
-        types=None):
+        types=None, n_cells=6000):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
     for seed in seeds:
         if experiment == "batches":
-            sets = [(f"sim_B{b}", simulate(b, seed)) for b in sizes or (4, 16, 64, 256)]
+            sets = [(f"sim_B{b}" + (f"_{n_cells}" if n_cells != 6000 else ""),
+                     simulate(b, seed, n_cells=n_cells)) for b in sizes or (4, 16, 64, 256)]
         elif experiment == "mixes":
             sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in sizes or (8, 32)]
         elif experiment == "many_types":  # more types than the default's 16 clusters
@@ -235,13 +237,15 @@ def main():
     parser.add_argument("--tag", default="", help="suffix of the result file")
     parser.add_argument("--sizes", default="", help="numbers of batches (default: per experiment)")
     parser.add_argument("--types", default="", help="numbers of cell types (many_types; 32)")
+    parser.add_argument("--cells", type=int, default=6000, help="cells simulated (batches)")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
         [float(w) for w in args.fixed.split(",") if w],
         [c for c in args.configs.split(";") if c], args.tag, args.scib,
-        [int(b) for b in args.sizes.split(",") if b], [int(t) for t in args.types.split(",") if t])
+        [int(b) for b in args.sizes.split(",") if b], [int(t) for t in args.types.split(",") if t],
+        args.cells)
 
 
 if __name__ == "__main__":

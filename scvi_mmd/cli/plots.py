@@ -17,14 +17,21 @@ import pandas as pd
 from ._common import LATENT_KEY
 
 
-def training_and_umap(model, adata, latent, batch_key, labels_key, folder: Path) -> list[Path]:
-    """Training curves (ELBO, MMD term) and a UMAP of the latent coloured by batch and label."""
+def _pyplot():
+    """The pyplot module, drawing to files only (matplotlib's Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_and_umap(model, adata, latent, batch_key, labels_key, folder: Path) -> list[Path]:
+    """Training curves (ELBO, MMD term) and a UMAP of the latent coloured by batch and label."""
     import scanpy as sc
 
+    plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     history = model.history
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -69,11 +76,7 @@ def plot_tradeoff(results: pd.DataFrame, path) -> None:
     """Batch correction vs bio conservation: one line per SCVIMMD setting through its weights
     (:func:`plot_tradeoff_lines`), error bars the sd over seeds.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     summary = _summary(results)
     mmd = summary["method"] == "SCVIMMD"
     settings = summary["config"].astype(str) + " (" + summary["mmd_mode"].astype(str) + ")"
@@ -88,11 +91,7 @@ def plot_tradeoff(results: pd.DataFrame, path) -> None:
 
 def plot_metric_curves(results: pd.DataFrame, path) -> None:
     """Batch, bio and total scores against the weight (log axis; weight 0 drawn at the left)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     summary = _summary(results)
     mmd = summary[summary["method"] == "SCVIMMD"]
     if mmd.empty:
@@ -120,12 +119,9 @@ def plot_metric_curves(results: pd.DataFrame, path) -> None:
 
 def plot_umaps(adata, results, batch_key, labels_key, path) -> None:
     """UMAPs coloured by batch and by cell type for a few weights (first seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import scanpy as sc
 
+    plt = _pyplot()
     first = results[(results["method"] == "SCVIMMD") & (results["seed"] == results["seed"].min())]
     if first.empty:
         return
@@ -175,14 +171,8 @@ def annotate_without_overlap(ax, xs: Sequence[float], ys: Sequence[float], texts
         taken.append(Bbox.from_extents(px - radius, py - radius, px + radius, py + radius))
 
     def overlap(box) -> float:
-        area = 0.0
-        for other in taken:
-            w = min(box.x1, other.x1) - max(box.x0, other.x0)
-            h = min(box.y1, other.y1) - max(box.y0, other.y0)
-            if w > 0 and h > 0:
-                area += w * h
         outside = box.width * box.height - _inside_area(box, axes_box)
-        return area + 10 * outside
+        return sum(_inside_area(box, other) for other in taken) + 10 * outside
 
     annotations = []
     colors = [kwargs.pop("color", None)] * len(texts) if colors is None else colors

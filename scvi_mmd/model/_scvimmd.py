@@ -173,18 +173,11 @@ use_observed_lib_size, latent_distribution
         self.init_params_ = self._get_init_params(locals())
 
     @classmethod
-    def setup_anndata(
-        cls,
-        adata: AnnData,
-        layer: str | None = None,
-        batch_key: str | None = None,
-        labels_key: str | None = None,
-        unlabeled_category: str | None = None,
-        size_factor_key: str | None = None,
-        categorical_covariate_keys: list[str] | None = None,
-        continuous_covariate_keys: list[str] | None = None,
-        **kwargs,
-    ):
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None,
+                      batch_key: str | None = None, labels_key: str | None = None,
+                      unlabeled_category: str | None = None, size_factor_key: str | None = None,
+                      categorical_covariate_keys: list[str] | None = None,
+                      continuous_covariate_keys: list[str] | None = None, **kwargs):
         """Set up :class:`~anndata.AnnData` for SCVIMMD, as :meth:`scvi.model.SCVI.setup_anndata`.
 
         Raises a :class:`ValueError` for an AnnData with no cell or gene, a missing layer or
@@ -243,17 +236,9 @@ continuous_covariate_keys, **kwargs
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
-    def train(
-        self,
-        max_epochs: int | None = None,
-        *,
-        batch_size: int = 128,
-        train_size: float | None = None,
-        validation_size: float | None = None,
-        datasplitter_kwargs: dict | None = None,
-        datamodule=None,
-        **kwargs,
-    ):
+    def train(self, max_epochs: int | None = None, *, batch_size: int = 128,
+              train_size: float | None = None, validation_size: float | None = None,
+              datasplitter_kwargs: dict | None = None, datamodule=None, **kwargs):
         """Train the model, as :meth:`scvi.model.SCVI.train`.
 
         ``batch_size < 2`` is a :class:`ValueError`; a last minibatch of one cell is dropped
