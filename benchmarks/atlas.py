@@ -31,9 +31,13 @@ import pandas as pd
 from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type, score_rows
 
 OUT = RESULTS / "atlas"
+#: cells of every simulated data set unless ``--cells`` says otherwise
+N_CELLS = 6000
+#: simulated data sets (``--cells`` applies to them)
+SIMULATED = ("batches", "null", "mixes", "many_types")
 
 
-def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = 6000,
+def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = N_CELLS,
              n_types: int = 8):
     from scvi_mmd.data import simulate_batches
 
@@ -165,27 +169,32 @@ CONFIGS = {
 
 
 def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None,
-        types=None, n_cells=6000):
+        types=None, n_cells=N_CELLS, batch_size=128):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
+    # (data names say what differs from the defaults)
+    suffix = ("" if n_cells == N_CELLS else f"_{n_cells}") + (
+        "" if batch_size == 128 else f"_bs{batch_size}")
     for seed in seeds:
         if experiment == "batches":
-            sets = [(f"sim_B{b}" + (f"_{n_cells}" if n_cells != 6000 else ""),
-                     simulate(b, seed, n_cells=n_cells)) for b in sizes or (4, 16, 64, 256)]
+            sets = [(f"sim_B{b}{suffix}", simulate(b, seed, n_cells=n_cells))
+                    for b in sizes or (4, 16, 64, 256)]
         elif experiment == "mixes":
-            sets = [(f"mixes_B{b}", simulate(b, seed, mixes=True)) for b in sizes or (8, 32)]
+            sets = [(f"mixes_B{b}{suffix}", simulate(b, seed, mixes=True, n_cells=n_cells))
+                    for b in sizes or (8, 32)]
         elif experiment == "many_types":  # more types than the default's 16 clusters
-            sets = [(f"types{t}_B{b}", simulate(b, seed, mixes=True, n_types=t))
+            sets = [(f"types{t}_B{b}{suffix}",
+                     simulate(b, seed, mixes=True, n_cells=n_cells, n_types=t))
                     for t in types or (32,) for b in sizes or (8,)]
         elif experiment == "null":
-            one = simulate(1, seed, n_cells=6000)
+            one = simulate(1, seed, n_cells=n_cells)
             sets = []
             for b in sizes or (16, 64):
                 split = one.copy()
                 split.obs["batch"] = pd.Categorical(
                     np.random.default_rng(seed).integers(0, b, split.n_obs).astype(str))
-                sets.append((f"null_B{b}", split))
+                sets.append((f"null_B{b}{suffix}", split))
         elif experiment == "kang":
             sets = [("kang", kang(seed, shift=False))]
         elif experiment == "kang_donors":
@@ -200,19 +209,20 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             first = len(rows)
             adata = select_genes(adata, "batch", n_top_genes=0)  # the lognorm layer, for PCA
             fit_pca(adata)
-            scvi_model, sec = fit(adata, "batch", seed, epochs, mmd_weight=0.0)
+            scvi_model, sec = fit(adata, "batch", seed, epochs, batch_size, mmd_weight=0.0)
             ref = scvi_model.get_latent_representation()
             evaluate(rows, experiment, name, seed, "SCVI", ref, adata, None, sec,
                      ref if experiment == "null" else None)
             if experiment == "null":
-                second, sec = fit(adata, "batch", seed + 100, epochs, mmd_weight=0.0)
+                second, sec = fit(adata, "batch", seed + 100, epochs, batch_size,
+                                  mmd_weight=0.0)
                 evaluate(rows, experiment, name, seed, "SCVI, second seed",
                          second.get_latent_representation(), adata, None, sec, ref)
             configs = {name: CONFIGS[name] for name in config_names}
             if experiment != "null":
                 configs.update({f"fixed {w:g}": {"mmd_weight": w} for w in fixed})
             for method, kwargs in configs.items():
-                model, sec = fit(adata, "batch", seed, epochs, **kwargs)
+                model, sec = fit(adata, "batch", seed, epochs, batch_size, **kwargs)
                 evaluate(rows, experiment, name, seed, method,
                          model.get_latent_representation(), adata, model, sec,
                          ref if experiment == "null" else None)
@@ -237,15 +247,19 @@ def main():
     parser.add_argument("--tag", default="", help="suffix of the result file")
     parser.add_argument("--sizes", default="", help="numbers of batches (default: per experiment)")
     parser.add_argument("--types", default="", help="numbers of cell types (many_types; 32)")
-    parser.add_argument("--cells", type=int, default=6000, help="cells simulated (batches)")
+    parser.add_argument("--cells", type=int, default=N_CELLS,
+                        help="cells of the simulated data sets (" + ", ".join(SIMULATED) + ")")
+    parser.add_argument("--batch-size", type=int, default=128, help="minibatch size of every fit")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
+    if args.cells != N_CELLS and args.experiment not in SIMULATED:
+        parser.error(f"--cells applies to the simulated data sets only ({', '.join(SIMULATED)})")
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
         [float(w) for w in args.fixed.split(",") if w],
         [c for c in args.configs.split(";") if c], args.tag, args.scib,
         [int(b) for b in args.sizes.split(",") if b], [int(t) for t in args.types.split(",") if t],
-        args.cells)
+        args.cells, args.batch_size)
 
 
 if __name__ == "__main__":
