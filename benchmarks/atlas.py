@@ -28,7 +28,15 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from common import KANG, RESULTS, fit, kept_neighbours, purity_by_type, score_rows
+from common import (
+    KANG,
+    RESULTS,
+    fit,
+    forget_registered_data,
+    kept_neighbours,
+    purity_by_type,
+    score_rows,
+)
 
 OUT = RESULTS / "atlas"
 #: cells of every simulated data set unless ``--cells`` says otherwise
@@ -232,6 +240,7 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             if scib and experiment != "null":  # one Benchmarker call per data set and seed
                 score_rows(adata, "batch", "cell_type", rows[first:])
             pd.DataFrame(rows).to_csv(path, index=False)
+            forget_registered_data()  # (else every fit's copy of the data stays in memory)
 
 
 def main():
