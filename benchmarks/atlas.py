@@ -32,9 +32,9 @@ from common import (
     KANG,
     RESULTS,
     fit,
-    forget_registered_data,
     kept_neighbours,
     purity_by_type,
+    release,
     score_rows,
 )
 
@@ -181,9 +181,9 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
-    # (data names say what differs from the defaults)
-    suffix = ("" if n_cells == N_CELLS else f"_{n_cells}") + (
-        "" if batch_size == 128 else f"_bs{batch_size}")
+    # (data names say what differs from the defaults; cells apply to simulated sets only)
+    bs_suffix = "" if batch_size == 128 else f"_bs{batch_size}"
+    suffix = ("" if n_cells == N_CELLS else f"_{n_cells}") + bs_suffix
     for seed in seeds:
         if experiment == "batches":
             sets = [(f"sim_B{b}{suffix}", simulate(b, seed, n_cells=n_cells))
@@ -211,6 +211,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             sets = [(f"large_B{b}", large(b)) for b in sizes or (64, 512)]
         else:
             sets = [("kang_shifted", kang(seed))]
+        if experiment not in SIMULATED:
+            sets = [(name + bs_suffix, adata) for name, adata in sets]
         for name, adata in sets:
             from scvi_mmd.cli.benchmark import fit_pca, select_genes
 
@@ -221,11 +223,13 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             ref = scvi_model.get_latent_representation()
             evaluate(rows, experiment, name, seed, "SCVI", ref, adata, None, sec,
                      ref if experiment == "null" else None)
+            fitted = [scvi_model]
             if experiment == "null":
                 second, sec = fit(adata, "batch", seed + 100, epochs, batch_size,
                                   mmd_weight=0.0)
                 evaluate(rows, experiment, name, seed, "SCVI, second seed",
                          second.get_latent_representation(), adata, None, sec, ref)
+                fitted.append(second)
             configs = {name: CONFIGS[name] for name in config_names}
             if experiment != "null":
                 configs.update({f"fixed {w:g}": {"mmd_weight": w} for w in fixed})
@@ -234,13 +238,14 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
                 evaluate(rows, experiment, name, seed, method,
                          model.get_latent_representation(), adata, model, sec,
                          ref if experiment == "null" else None)
+                fitted.append(model)
                 pd.DataFrame(rows).to_csv(path, index=False)
             if name.startswith("kang") or scib:
                 evaluate(rows, experiment, name, seed, "Harmony", harmony(adata, seed), adata)
             if scib and experiment != "null":  # one Benchmarker call per data set and seed
                 score_rows(adata, "batch", "cell_type", rows[first:])
             pd.DataFrame(rows).to_csv(path, index=False)
-            forget_registered_data()  # (else every fit's copy of the data stays in memory)
+            release(*fitted)  # (else every fit's copy of the data stays in memory)
 
 
 def main():

@@ -72,3 +72,26 @@ def test_tradeoff_lines_labels_knobs_and_keeps_the_legend_outside():
     assert not legend.overlaps(ax.get_window_extent(renderer))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["A", "B", "fixed"]
     plt.close(fig)
+
+
+def test_sweep_plots_switch_no_backend_and_leave_no_figure_open(tmp_path):
+    """A notebook calling the plots keeps its backend; pyplot holds none of their figures."""
+    from scvi_mmd.cli.plots import plot_metric_curves, plot_tradeoff
+
+    results = pd.DataFrame({
+        "method": ["SCVIMMD"] * 3 + ["SCVI"], "config": ["c"] * 3 + [None],
+        "mmd_mode": ["unbiased"] * 3 + [None], "mmd_weight": [0.0, 10.0, 100.0, None],
+        "seed": 0, "Batch correction": [0.5, 0.6, 0.7, 0.5],
+        "Bio conservation": [0.8, 0.75, 0.7, 0.8], "Total": [0.68, 0.69, 0.7, 0.68]})
+    previous = matplotlib.get_backend()
+    plt.close("all")
+    matplotlib.use("pdf")  # (any backend other than the plots' Agg)
+    try:
+        plot_tradeoff(results, tmp_path / "tradeoff.png")
+        plot_metric_curves(results, tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "pdf"
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+    assert (tmp_path / "curves.png").stat().st_size > 0

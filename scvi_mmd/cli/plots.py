@@ -17,24 +17,26 @@ import pandas as pd
 from ._common import LATENT_KEY
 
 
-def _pyplot():
-    """The pyplot module, drawing to files only (matplotlib's Agg backend)."""
-    import matplotlib
+def _figure(figsize, **subplots):
+    """A figure with its own Agg canvas and its axes (``Figure.subplots``), outside pyplot:
+    drawn for a file only, it switches no backend (a notebook calling these keeps its own)
+    and is never left open.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(**subplots)
 
 
 def training_and_umap(model, adata, latent, batch_key, labels_key, folder: Path) -> list[Path]:
     """Training curves (ELBO, MMD term) and a UMAP of the latent coloured by batch and label."""
     import scanpy as sc
 
-    plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     history = model.history
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _figure((10, 4), ncols=2)
     for key, ax in (("elbo", axes[0]), ("mmd_loss", axes[1])):
         for mode in ("train", "validation"):
             name = f"{key}_{mode}"
@@ -48,16 +50,17 @@ def training_and_umap(model, adata, latent, batch_key, labels_key, folder: Path)
     fig.tight_layout()
     curves = folder / "training_curves.png"
     fig.savefig(curves, dpi=100)
-    plt.close(fig)
 
     view = sc.AnnData(obs=adata.obs[[k for k in (batch_key, labels_key) if k]].copy())
     view.obsm[LATENT_KEY] = latent
     sc.pp.neighbors(view, use_rep=LATENT_KEY)
     sc.tl.umap(view)
     colors = [k for k in (batch_key, labels_key) if k]
-    fig = sc.pl.umap(view, color=colors, show=False, return_fig=True)
+    fig = sc.pl.umap(view, color=colors, show=False, return_fig=True)  # (scanpy's, pyplot's)
     umap = folder / "umap.png"
     fig.savefig(umap, dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     return [curves, umap]
 
@@ -76,29 +79,26 @@ def plot_tradeoff(results: pd.DataFrame, path) -> None:
     """Batch correction vs bio conservation: one line per SCVIMMD setting through its weights
     (:func:`plot_tradeoff_lines`), error bars the sd over seeds.
     """
-    plt = _pyplot()
     summary = _summary(results)
     mmd = summary["method"] == "SCVIMMD"
     settings = summary["config"].astype(str) + " (" + summary["mmd_mode"].astype(str) + ")"
     summary["method"] = summary["method"].where(~mmd, "SCVIMMD " + settings)
     summary["knob_value"] = summary["mmd_weight"].where(mmd)
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = _figure((6.5, 5))
     plot_tradeoff_lines(ax, summary, title="The knob: mmd_weight moves along the trade-off")
     legend_outside([ax])
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_metric_curves(results: pd.DataFrame, path) -> None:
     """Batch, bio and total scores against the weight (log axis; weight 0 drawn at the left)."""
-    plt = _pyplot()
     summary = _summary(results)
     mmd = summary[summary["method"] == "SCVIMMD"]
     if mmd.empty:
         return
     positive = mmd["mmd_weight"][mmd["mmd_weight"] > 0]
     zero_at = positive.min() / 10 if len(positive) else 0.1
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
+    fig, axes = _figure((13, 3.8), ncols=3, sharex=True)
     for ax, metric in zip(axes, ("Batch correction", "Bio conservation", "Total"), strict=True):
         for (config, mode), part in mmd.groupby(["config", "mmd_mode"]):
             part = part.sort_values("mmd_weight")
@@ -114,14 +114,12 @@ def plot_metric_curves(results: pd.DataFrame, path) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_umaps(adata, results, batch_key, labels_key, path) -> None:
     """UMAPs coloured by batch and by cell type for a few weights (first seed)."""
     import scanpy as sc
 
-    plt = _pyplot()
     first = results[(results["method"] == "SCVIMMD") & (results["seed"] == results["seed"].min())]
     if first.empty:
         return
@@ -129,7 +127,7 @@ def plot_umaps(adata, results, batch_key, labels_key, path) -> None:
                   & (first["config"] == first["config"].iloc[-1])].sort_values("mmd_weight")
     picks = np.unique(np.linspace(0, len(first) - 1, min(4, len(first))).round().astype(int))
     first = first.iloc[picks]
-    fig, axes = plt.subplots(2, len(first), figsize=(3.2 * len(first), 6.2), squeeze=False)
+    fig, axes = _figure((3.2 * len(first), 6.2), nrows=2, ncols=len(first), squeeze=False)
     for col, (_, row) in enumerate(first.iterrows()):
         view = sc.AnnData(obs=adata.obs[[batch_key, labels_key]].copy())
         view.obsm["X_emb"] = adata.obsm[row["embedding"]]
@@ -141,7 +139,6 @@ def plot_umaps(adata, results, batch_key, labels_key, path) -> None:
                        title=f"w={row['mmd_weight']:g}: {key}")
     fig.tight_layout()
     fig.savefig(path, dpi=70)
-    plt.close(fig)
 
 
 # candidate label positions around a point: (dx, dy) in points, horizontal / vertical alignment
