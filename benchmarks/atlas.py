@@ -29,9 +29,10 @@ import argparse
 import numpy as np
 import pandas as pd
 from common import (
-    KANG,
     RESULTS,
     fit,
+    kang,
+    kang_donors,
     kept_neighbours,
     purity_by_type,
     release,
@@ -57,60 +58,6 @@ def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = N_CE
     adata = simulate_batches(n_cells=n_cells, n_genes=1000, n_batches=n_batches,
                              n_cell_types=n_types, batch_effect=0.3, type_effect=1.5,
                              type_proportions=proportions, seed=seed)
-    return adata
-
-
-def kang(seed: int, shift: bool = True):
-    """Kang on 2,000 HVGs; with ``shift``, CD14+ Monocytes 80 % fewer in CTRL, B cells CTRL only."""
-    import anndata
-    import scanpy as sc
-
-    adata = anndata.read_h5ad(KANG)
-    if not shift:
-        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
-                                    batch_key="batch", subset=True)
-        return adata
-    rng = np.random.default_rng(seed)
-    ctype, batch = adata.obs["cell_type"].astype(str), adata.obs["batch"].astype(str)
-    mono, b_cells = "CD14+ Monocytes", "B cells"
-    missing = {mono, b_cells} - set(ctype)
-    if missing:  # a shift that removes nothing would be Kang as it is, under another name
-        raise ValueError(f"{KANG} has no cell type {sorted(missing)}: {sorted(set(ctype))}")
-    keep = np.ones(adata.n_obs, bool)
-    mono_ctrl = np.flatnonzero((ctype == mono).to_numpy() & (batch == "CTRL").to_numpy())
-    keep[rng.choice(mono_ctrl, int(len(mono_ctrl) * 0.8), replace=False)] = False
-    keep[((ctype == b_cells) & (batch == "STIM")).to_numpy()] = False
-    adata = adata[keep].copy()
-    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
-                                batch_key="batch", subset=True)
-    return adata
-
-
-def kang_donors(seed: int, n_donors: int = 4):
-    """Kang with the batch key a pseudo-donor: each condition's cells split into ``n_donors``
-    donors, each with its own mix of cell types (a cell of type ``t`` goes to donor ``d`` with
-    probability proportional to ``p_d[t]``, ``p_d ~ Dirichlet(1)``); no cell is dropped. The
-    batch effect is the condition's; donors of a condition differ only in their mixes.
-    """
-    import anndata
-    import scanpy as sc
-
-    adata = anndata.read_h5ad(KANG)
-    rng = np.random.default_rng(seed)
-    ctype = adata.obs["cell_type"].astype(str).to_numpy()
-    condition = adata.obs["batch"].astype(str).to_numpy()
-    types = np.unique(ctype)
-    donor = np.empty(adata.n_obs, dtype=object)
-    for cond in np.unique(condition):
-        mixes = rng.dirichlet(np.ones(len(types)), n_donors)  # (donor, type)
-        for t, name in enumerate(types):
-            cells = np.flatnonzero((condition == cond) & (ctype == name))
-            odds = mixes[:, t] / mixes[:, t].sum()
-            donor[cells] = [f"{cond}_{d}" for d in rng.choice(n_donors, len(cells), p=odds)]
-    adata.obs["condition"] = adata.obs["batch"]
-    adata.obs["batch"] = pd.Categorical(donor)
-    sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=2000,
-                                batch_key="condition", subset=True)  # (loess fails on donors)
     return adata
 
 

@@ -5,6 +5,8 @@ Usage::
     bash benchmarks/peers/make_trvae_env.sh               # once: TRVAE's own environment
     python benchmarks/peers.py kang --seeds 0,1,2         # ../shared/data/kang_pbmc_ifnb.h5ad
     python benchmarks/peers.py sim --seeds 0,1,2 --epochs 300   # simulation, exclusive type
+    python benchmarks/peers.py kang_shifted --seeds 0,1,2       # atlas.py's shifted Kang
+    python benchmarks/peers.py kang_donors --seeds 0,1,2        # atlas.py's 8 pseudo-donors
     python benchmarks/peers_report.py                     # table, trade-off plot, UMAP grid
 
 Per data set and seed, on the same genes (``benchmarks/common.py``'s data: 2,000 HVGs of Kang,
@@ -143,7 +145,7 @@ def run(args) -> pd.DataFrame:
         record("X_scvi", "SCVI", "", np.nan, adata.obsm.pop("tmp"), seconds)
 
         if "scvi-mmd" not in skip:
-            for s in STRENGTHS:
+            for s in (float(v) for v in args.strengths.split(",")):
                 model, seconds = fit(adata, batch_key, seed, epochs, mmd_strength=s)
                 record(f"X_mmd_strength_{s:g}", "scvi-mmd (strength)", "mmd_strength", s,
                        model.get_latent_representation(), seconds)
@@ -177,9 +179,10 @@ def run(args) -> pd.DataFrame:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", choices=["kang", "sim"])
+    parser.add_argument("dataset", choices=["kang", "kang_shifted", "kang_donors", "sim"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS))
     parser.add_argument("--mmd-weights", default="1,10,100,1000")
     parser.add_argument("--sysvi-weights", default="2,10,50")
     parser.add_argument("--trvae-betas", default="1,10,100,1000")

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/peers_report.py [--no-umap]
 
-Reads ``benchmarks/results/peers/{kang,sim}.csv`` and writes, in the same folder:
+Reads ``benchmarks/results/peers/{kang,sim,kang_shifted,kang_donors}.csv`` and writes, in the same folder:
 
 * ``summary.md``: per data set, every method and knob value (mean +- sd over seeds), and the
   headline table: each method's best scib total (mean over seeds, at its best knob value) and
@@ -36,7 +36,10 @@ OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
            "max_intrusion", "shared_batch_mixing", "fit_seconds"]
 DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
-            "one type in one batch only"}
+            "one type in one batch only",
+            "kang_shifted": "Kang with a shifted mix (CD14+ monocytes 80 % fewer in CTRL, "
+            "B cells in CTRL only)",
+            "kang_donors": "Kang as 8 pseudo-donors with their own mixes"}
 STRENGTH = "scvi-mmd (strength)"
 DEFAULT = "scvi-mmd default"  # the strength row at DEFAULT_STRENGTH, shown as its own setting
 
