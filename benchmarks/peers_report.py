@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/peers_report.py [--no-umap]
 
-Reads ``benchmarks/results/peers/{kang,sim,kang_shifted,kang_donors}.csv`` and writes, in the same folder:
+Reads ``benchmarks/results/peers/{kang,sim,kang_shifted,kang_donors}.csv`` and writes, in the
+same folder:
 
 * ``summary.md``: per data set, every method and knob value (mean +- sd over seeds), and the
   headline table: each method's best scib total (mean over seeds, at its best knob value) and
@@ -30,16 +31,15 @@ import numpy as np
 import pandas as pd
 from common import markdown
 
-from scvi_mmd.cli.plots import legend_outside, plot_tradeoff_lines
+from scvi_mmd.cli.plots import legend_outside, plot_tradeoff_lines, tradeoff_styles
 
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
            "max_intrusion", "shared_batch_mixing", "fit_seconds"]
 DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
             "one type in one batch only",
-            "kang_shifted": "Kang with a shifted mix (CD14+ monocytes 80 % fewer in CTRL, "
-            "B cells in CTRL only)",
-            "kang_donors": "Kang as 8 pseudo-donors with their own mixes"}
+            "kang_shifted": "Kang, shifted mix (B cells CTRL only)",
+            "kang_donors": "Kang as 8 pseudo-donors, own mixes"}
 STRENGTH = "scvi-mmd (strength)"
 DEFAULT = "scvi-mmd default"  # the strength row at DEFAULT_STRENGTH, shown as its own setting
 
@@ -114,10 +114,11 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path) -> None:
     datasets = list(summary["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 5.2),
                              squeeze=False)
+    styles = tradeoff_styles(summary)  # a method looks the same in every panel
     for ax, dataset in zip(axes[0], datasets, strict=True):
         data = summary[summary["dataset"] == dataset]
         plot_tradeoff_lines(ax, data, highlight=default_rows(data),
-                            title=DATASETS.get(dataset, dataset))
+                            title=DATASETS.get(dataset, dataset), styles=styles)
     legend_outside(list(axes[0]))
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")

@@ -95,3 +95,41 @@ def test_sweep_plots_switch_no_backend_and_leave_no_figure_open(tmp_path):
         matplotlib.use(previous)
     assert (tmp_path / "tradeoff.png").stat().st_size > 0
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_method_looks_the_same_in_every_panel():
+    """With shared styles, a method drawn as a line in one panel and as a point in another
+    (one knob value there) keeps its colour and marker, so the shared legend is right."""
+    from matplotlib.colors import to_hex
+
+    from scvi_mmd.cli.plots import tradeoff_styles
+
+    summary = pd.DataFrame({
+        "dataset": ["d1"] * 4 + ["d2"] * 3,
+        "method": ["T", "T", "F", "G", "G", "F", "T"],
+        "knob_value": [1, 10, np.nan, np.nan, np.nan, np.nan, 1],
+        "Batch correction": [0.3, 0.5, 0.4, 0.6, 0.6, 0.4, 0.5],
+        "Bio conservation": [0.8, 0.7, 0.75, 0.7, 0.7, 0.75, 0.8],
+    })
+    styles = tradeoff_styles(summary)
+    assert len({s["color"] for s in styles.values()}) == 3
+    fig, axes = plt.subplots(1, 2)
+    seen = {}
+    for ax, dataset in zip(axes, ["d1", "d2"], strict=True):
+        plot_tradeoff_lines(ax, summary[summary["dataset"] == dataset], styles=styles)
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            line = handle.lines[0]
+            seen.setdefault(name, set()).add((to_hex(line.get_color()), line.get_marker()))
+    assert all(len(v) == 1 for v in seen.values()), seen
+    assert {to_hex(styles[m]["color"]) for m in seen} == {c for v in seen.values() for c, _ in v}
+    plt.close(fig)
+    # without shared styles the cycles restart per panel: T (a line in d1, a point in d2)
+    # changes its marker -- what the shared styles are for
+    fig, axes = plt.subplots(1, 2)
+    markers = set()
+    for ax, dataset in zip(axes, ["d1", "d2"], strict=True):
+        plot_tradeoff_lines(ax, summary[summary["dataset"] == dataset])
+        handles, names = ax.get_legend_handles_labels()
+        markers.add(handles[names.index("T")].lines[0].get_marker())
+    assert len(markers) == 2
+    plt.close(fig)

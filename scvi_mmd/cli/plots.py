@@ -202,31 +202,57 @@ def _inside_area(box, frame) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
+LINE_MARKERS, POINT_MARKERS = "os^DvP<>h", "*XPdp8H"
+
+
+def _is_line(part: pd.DataFrame) -> bool:
+    return part["knob_value"].notna().sum() >= 2
+
+
+def tradeoff_styles(summary: pd.DataFrame) -> dict[str, dict]:
+    """One colour and marker per ``method`` of ``summary`` (all panels of a figure), so that a
+    method looks the same in every panel and the shared legend is right for each.
+    """
+    import matplotlib as mpl
+
+    colours = cycle(mpl.rcParams["axes.prop_cycle"].by_key()["color"])
+    line_markers, point_markers = cycle(LINE_MARKERS), cycle(POINT_MARKERS)
+    groups = summary.groupby(["method", *(["dataset"] if "dataset" in summary else [])],
+                             sort=False)
+    lines = {key[0] for key, part in groups if _is_line(part)}
+    return {method: {"color": next(colours),
+                     "marker": next(line_markers if method in lines else point_markers)}
+            for method in summary["method"].unique()}
+
+
 def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
                         y: str = "Bio conservation", highlight: pd.DataFrame | None = None,
-                        title: str | None = None) -> None:
+                        title: str | None = None, styles: dict[str, dict] | None = None) -> None:
     """Draw the trade-off of ``summary`` on ``ax``; ``highlight`` rows (e.g. the default) are
-    large stars on top, labelled in the legend by their ``method``.
+    large stars on top, labelled in the legend by their ``method``. ``styles``: each method's
+    ``color`` and ``marker`` (:func:`tradeoff_styles`; else the next in the cycles).
     """
     lines, points = [], []
     for method, part in summary.groupby("method", sort=False):
-        (lines if part["knob_value"].notna().sum() >= 2 else points).append((method, part))
-    markers = cycle("os^DvP<>h")
+        (lines if _is_line(part) else points).append((method, part))
+    styles = styles or {}
+    markers, fixed_markers = cycle(LINE_MARKERS), cycle(POINT_MARKERS)
     label_x, label_y, texts, colors = [], [], [], []
     for method, part in lines:
         part = part.sort_values("knob_value")
+        style = styles.get(method) or {"marker": next(markers)}
         handle = ax.errorbar(part[x], part[y], xerr=part.get(f"{x}_sd"),
-                             yerr=part.get(f"{y}_sd"), marker=next(markers), ms=5, lw=1.4,
-                             capsize=2, elinewidth=0.7, label=method, zorder=2)
+                             yerr=part.get(f"{y}_sd"), ms=5, lw=1.4, capsize=2,
+                             elinewidth=0.7, label=method, zorder=2, **style)
         label_x += list(part[x])
         label_y += list(part[y])
         texts += [f"{v:g}" for v in part["knob_value"]]
         colors += [handle.lines[0].get_color()] * len(part)
-    fixed_markers = cycle("*XPdp8H")
     for method, part in points:
+        style = styles.get(method) or {"marker": next(fixed_markers)}
         ax.errorbar(part[x], part[y], xerr=part.get(f"{x}_sd"), yerr=part.get(f"{y}_sd"),
-                    marker=next(fixed_markers), ms=10, ls="none", capsize=2, elinewidth=0.7,
-                    label=method, zorder=3, mec="black", mew=0.5)
+                    ms=10, ls="none", capsize=2, elinewidth=0.7, label=method, zorder=3,
+                    mec="black", mew=0.5, **style)
     if highlight is not None:
         for method, part in highlight.groupby("method", sort=False):
             ax.scatter(part[x], part[y], marker="*", s=260, facecolor="gold",
