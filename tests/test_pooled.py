@@ -180,22 +180,3 @@ def test_the_default_guard_checks_only_the_cells_of_unshared_clusters(seed):
         expected = _slow_pooled(z[kept], groups[kept], 1.0, strata=strata[kept])
         assert values[guard] == pytest.approx(expected, rel=1e-9)
     assert len({round(v, 12) for v in values.values()}) == 3  # three different selections
-
-
-def test_default_guard_goes_with_dropped_clusters():
-    """Clusters dropped for splitting the batches: the default guard checks no cell (the term
-    is the unguarded one); while they are shared it checks the unshared clusters' cells."""
-    from scvi_mmd.module import MMDPenalty
-
-    generator = torch.Generator().manual_seed(0)
-    z = torch.randn(64, 10, generator=generator)
-    z[32:] += 20.0  # two batches far apart: no cell has a true match in the other
-    batch = torch.cat([torch.zeros(32), torch.ones(32)]).long()
-    assert MMDPenalty(2, clusters=16, n_latent=10).guard_scope == "unshared clusters"
-    default, unguarded = (MMDPenalty(2, clusters=16, n_latent=10, guard=g) for g in (None, False))
-    for penalty in (default, unguarded):
-        penalty.clusters.shared.fill_(False)
-        penalty.clusters._shared = False
-    assert default.guard_scope == "none"
-    torch.testing.assert_close(default(z, batch), unguarded(z, batch))
-    assert float(unguarded(z, batch)) > 0.5

@@ -213,17 +213,12 @@ class MMDPenalty(nn.Module):
             if not self.clusters.is_shared:  # decided at this step
                 assigned = strata = None
 
-        # clusters dropped (they split the batches): no cross-batch matches to guard with
-        guarded = self.selector is not None and not (
-            self.guard_unshared_only and self.clusters is not None
-            and not self.clusters.is_shared)
-
         def weights_for(codes, strata):
             ignore, checked = padding, None
             if self.guard_unshared_only and strata is not None:
                 checked = strata == self.clusters.n_clusters
             # (on the CPU, skipped when no cell is to be checked: a host read costs nothing)
-            if guarded and (
+            if self.selector is not None and (
                     checked is None or checked.device.type != "cpu" or bool(checked.any())):
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
                 if checked is not None:
@@ -284,13 +279,9 @@ class MMDPenalty(nn.Module):
 
     @property
     def guard_scope(self) -> str:
-        """``"all"``, ``"unshared clusters"`` or ``"none"``: the cells the guard checks (none
-        once the default's clusters are dropped for splitting the batches).
-        """
+        """``"all"``, ``"unshared clusters"`` or ``"none"``: the cells the guard checks."""
         unshared = self.guard_unshared_only and self.clusters is not None
-        if self.selector is None or (unshared and not self.clusters.is_shared):
-            return "none"
-        return "unshared clusters" if unshared else "all"
+        return "none" if self.selector is None else "unshared clusters" if unshared else "all"
 
     def _guard_keep(self, z, batch_index, n_groups):
         """The guard's cell weights, as a function of the exact MMD's distances."""
