@@ -230,29 +230,27 @@ def plot_tradeoff_lines(ax, summary: pd.DataFrame, x: str = "Batch correction",
                         title: str | None = None, styles: dict[str, dict] | None = None) -> None:
     """Draw the trade-off of ``summary`` on ``ax``; ``highlight`` rows (e.g. the default) are
     large stars on top, labelled in the legend by their ``method``. ``styles``: each method's
-    ``color`` and ``marker`` (:func:`tradeoff_styles`; else the next in the cycles).
+    ``color`` and ``marker`` (default: :func:`tradeoff_styles` of ``summary``; pass one for
+    all panels of a figure).
     """
     lines, points = [], []
     for method, part in summary.groupby("method", sort=False):
         (lines if _is_line(part) else points).append((method, part))
-    styles = styles or {}
-    markers, fixed_markers = cycle(LINE_MARKERS), cycle(POINT_MARKERS)
+    styles = styles or tradeoff_styles(summary)
     label_x, label_y, texts, colors = [], [], [], []
     for method, part in lines:
         part = part.sort_values("knob_value")
-        style = styles.get(method) or {"marker": next(markers)}
         handle = ax.errorbar(part[x], part[y], xerr=part.get(f"{x}_sd"),
                              yerr=part.get(f"{y}_sd"), ms=5, lw=1.4, capsize=2,
-                             elinewidth=0.7, label=method, zorder=2, **style)
+                             elinewidth=0.7, label=method, zorder=2, **styles[method])
         label_x += list(part[x])
         label_y += list(part[y])
         texts += [f"{v:g}" for v in part["knob_value"]]
         colors += [handle.lines[0].get_color()] * len(part)
     for method, part in points:
-        style = styles.get(method) or {"marker": next(fixed_markers)}
         ax.errorbar(part[x], part[y], xerr=part.get(f"{x}_sd"), yerr=part.get(f"{y}_sd"),
                     ms=10, ls="none", capsize=2, elinewidth=0.7, label=method, zorder=3,
-                    mec="black", mew=0.5, **style)
+                    mec="black", mew=0.5, **styles[method])
     if highlight is not None:
         for method, part in highlight.groupby("method", sort=False):
             ax.scatter(part[x], part[y], marker="*", s=260, facecolor="gold",
