@@ -198,6 +198,37 @@ def test_higher_strength_mixes_more(shifted, tmp_path):
                                model.get_latent_representation(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch_effect, splits", [(1.5, True), (0.2, False)])
+def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
+        monkeypatch, batch_effect, splits):
+    # scVI's latent space puts strongly different batches apart at weight 0, and a split is
+    # not undone later: the training starts again from its first parameters (never otherwise)
+    import torch
+
+    adata = simulate_batches(n_cells=600, n_genes=200, n_batches=2, n_cell_types=3,
+                             batch_effect=batch_effect, type_effect=1.5, seed=0)
+    SCVIMMD.setup_anndata(adata, batch_key="batch")
+    model = SCVIMMD(adata, n_hidden=64, mmd_strength=0.9)
+    initial = {k: v.clone() for k, v in model.module.state_dict().items()
+               if not k.startswith(("weight_rule.", "penalty."))}
+    restarts, original = [], StrengthController.restart
+
+    def restart(self):
+        state = model.module.state_dict()
+        restarts.append((self.step, all(torch.equal(state[k], v) for k, v in initial.items())))
+        original(self)
+        assert self.current_weight == pytest.approx(math.sqrt(self.min_weight * self.max_weight))
+
+    monkeypatch.setattr(StrengthController, "restart", restart)
+    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False)
+    clusters, strength = model.module.penalty.clusters, model.module.strength
+    assert strength.phase_name == "control"
+    assert (float(clusters.pure_share) >= 0.5) is splits and clusters.is_shared is not splits
+    assert restarts == ([(strength.warmup_steps, True)] if splits else [])
+    if splits:  # corrected from the first parameters on: the batches mix
+        assert batch_mixing(model.get_latent_representation(), adata.obs["batch"]) > 0.5
+
+
 def test_null_batches_train_as_scvi(shifted):
     # one batch split at random: nothing to correct, so the model is scVI's, bit for bit
     one = shifted[shifted.obs["batch"] == shifted.obs["batch"].cat.categories[0]].copy()

@@ -108,9 +108,8 @@ def check_adata(adata, batch_key: str, labels_key: str | None, layer: str | None
     from scvi_mmd.model._validation import check_obs_column
 
     if batch_key not in adata.obs:
-        raise InputError(
-            f"batch key {batch_key!r} not in obs (columns: {', '.join(map(str, adata.obs))})"
-        )
+        raise InputError(f"batch key {batch_key!r} not in obs (columns: "
+                         f"{', '.join(map(str, adata.obs))})")
     if labels_key is not None and labels_key not in adata.obs:
         raise InputError(f"labels key {labels_key!r} not in obs")
     try:

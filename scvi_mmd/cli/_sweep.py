@@ -9,9 +9,8 @@ def sweep(args) -> int:
     try:
         from scvi_mmd.cli import benchmark
     except ImportError as error:
-        raise InputError(
-            f"sweep needs the benchmark extra: pip install 'scvi-mmd[benchmark]' ({error})"
-        ) from None
+        raise InputError("sweep needs the benchmark extra: pip install "
+                         f"'scvi-mmd[benchmark]' ({error})") from None
     out_dir = check_folder(args.output_dir, args.overwrite, "output folder")
     adata = read_input(args.input)
     check_adata(adata, args.batch_key, args.labels_key, args.layer)

@@ -22,9 +22,8 @@ def _check_grouped_inputs(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
         raise ValueError(f"`z` must have shape (..., n_cells, n_latent), got {tuple(z.shape)}.")
     groups = groups.reshape(-1).long()
     if groups.shape[0] != z.shape[-2]:
-        raise ValueError(
-            f"`groups` has {groups.shape[0]} entries but `z` has {z.shape[-2]} cells."
-        )
+        raise ValueError(f"`groups` has {groups.shape[0]} entries but `z` has {z.shape[-2]} "
+                         "cells.")
     return groups
 
 

@@ -70,8 +70,9 @@ class SCVIMMD(MMDTermMixin, CheckedLoadMixin, BackedDataMixin, SCVI):
     mmd_clusters
         With the pooled MMD, compare batches within this many latent clusters learnt in
         training (:class:`~scvi_mmd.module.OnlineKMeans`): different cell-type mixes are not
-        pulled onto each other. Dropped if early on most cells are in clusters one batch alone
-        has. ``None``: 16 when pooled; ``0``: none.
+        pulled onto each other. If early on most cells are in clusters one batch alone has,
+        they are dropped and the training restarts from its initial parameters (scVI's split
+        of the batches is not undone later). ``None``: 16 when pooled; ``0``: none.
     mmd_kernel_gamma
         Inverse bandwidth ``> 0`` of the Gaussian kernel ``exp(-gamma ||x - y||^2)``, or
         ``"median"`` (default): ``1 / (2 median ||z_i - z_j||^2)`` per minibatch (within the
@@ -153,12 +154,9 @@ use_observed_lib_size, latent_distribution
         )
         n_batch = self.summary_stats.n_batch
         if n_batch < 2:
-            warnings.warn(
-                f"Only {n_batch} batch is registered: the MMD term is always 0 and SCVIMMD "
-                "trains as SCVI. Pass `batch_key` to `SCVIMMD.setup_anndata`.",
-                UserWarning,
-                stacklevel=settings.warnings_stacklevel,
-            )
+            warnings.warn(f"Only {n_batch} batch is registered: the MMD term is always 0 and "
+                          "SCVIMMD trains as SCVI. Pass `batch_key` to `SCVIMMD.setup_anndata`.",
+                          UserWarning, stacklevel=settings.warnings_stacklevel)
         module = self.module  # the settings as resolved (the arguments, before the module)
         self._model_summary_string = (
             self._model_summary_string.replace("SCVI model", "SCVIMMD model").rstrip(".")

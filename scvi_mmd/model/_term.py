@@ -37,9 +37,8 @@ class MMDTermMixin:
         """
         size = self.module.mmd_reference_size
         if size == 0:
-            raise ValueError(
-                "This model keeps no reference sample: create it with `mmd_reference_size > 0`."
-            )
+            raise ValueError("This model keeps no reference sample: create it with "
+                             "`mmd_reference_size > 0`.")
         adata = self._validate_anndata(adata)
         indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         rng = np.random.default_rng(settings.seed)
@@ -70,18 +69,13 @@ class MMDTermMixin:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(settings.seed if settings.seed is not None else 0)
             order = torch.randperm(indices.size).numpy()
-            dataloader = self._make_data_loader(
-                adata=adata,
-                indices=indices[order],
-                batch_size=batch_size,
-                shuffle=False,
-                **(data_loader_kwargs or {}),
-            )
+            dataloader = self._make_data_loader(adata=adata, indices=indices[order],
+                                                batch_size=batch_size, shuffle=False,
+                                                **(data_loader_kwargs or {}))
             total, n_cells = 0.0, 0
             for tensors in dataloader:
-                inference_outputs = self.module.inference(
-                    **self.module._get_inference_input(tensors)
-                )
+                inference_outputs = self.module.inference(**self.module._get_inference_input(
+                    tensors))
                 z = self.module.mmd_codes(inference_outputs)
                 batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(z.device)
                 n = batch_index.shape[0]
@@ -111,14 +105,11 @@ class MMDTermMixin:
         """The unlabeled code; labels must be registered for the conditional MMD."""
         if mmd_conditional is not True:
             return None
-        registry = registry if adata is None else self._get_most_recent_anndata_manager(
-            adata, required=True
-        ).registry
+        if adata is not None:
+            registry = self._get_most_recent_anndata_manager(adata, required=True).registry
         if registry["setup_args"].get("labels_key") is None:
-            raise ValueError(
-                "`mmd_conditional=True` needs cell-type labels: call "
-                "`SCVIMMD.setup_anndata(adata, batch_key=..., labels_key=...)` first."
-            )
+            raise ValueError("`mmd_conditional=True` needs cell-type labels: call `SCVIMMD."
+                             "setup_anndata(adata, batch_key=..., labels_key=...)` first.")
         unlabeled = registry["setup_args"].get("unlabeled_category")
         if unlabeled is None:
             return None

@@ -23,10 +23,8 @@ _N_EXAMPLES = 3
 def check_not_empty(adata: AnnData) -> None:
     """Raise a :class:`ValueError` for an AnnData without cells or without genes."""
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(
-            f"The AnnData has {adata.n_obs} cells x {adata.n_vars} genes: SCVIMMD needs at least "
-            "one cell and one gene."
-        )
+        raise ValueError(f"The AnnData has {adata.n_obs} cells x {adata.n_vars} genes: "
+                         "SCVIMMD needs at least one cell and one gene.")
 
 
 def check_obs_column(adata: AnnData, key: str) -> None:
@@ -39,10 +37,9 @@ def check_obs_column(adata: AnnData, key: str) -> None:
     empty = (as_text == "").fillna(False).to_numpy()
     n_bad = int((missing | empty).sum())
     if n_bad:
-        raise ValueError(
-            f"adata.obs[{key!r}] has {n_bad} of {adata.n_obs} cells with a missing (NaN) or "
-            "empty value: give every cell a value, or remove those cells."
-        )
+        raise ValueError(f"adata.obs[{key!r}] has {n_bad} of {adata.n_obs} cells with a "
+                         "missing (NaN) or empty value: give every cell a value, or remove "
+                         "those cells.")
 
 
 def _bad_entries(matrix) -> tuple[int, int, list, list, bool]:
@@ -84,32 +81,24 @@ def check_counts(adata: AnnData, layer: str | None = None) -> None:
         raise ValueError(f"{where} is empty (None): it must hold the raw counts.")
     n_not_finite, n_negative, rows, cols, non_integer = _bad_entries(matrix)
     if n_not_finite or n_negative:
-        examples = ", ".join(
-            f"({adata.obs_names[r]!s}, {adata.var_names[c]!s})" for r, c in zip(rows, cols)
-        )
-        raise ValueError(
-            f"{where} must hold raw counts, but it has {n_not_finite} NaN or infinite and "
-            f"{n_negative} negative entries, e.g. at (cell, gene) {examples}. Remove or fix "
-            "those cells or genes, or pass the layer with the raw counts."
-        )
+        examples = ", ".join(f"({adata.obs_names[r]!s}, {adata.var_names[c]!s})"
+                             for r, c in zip(rows, cols))
+        raise ValueError(f"{where} must hold raw counts, but it has {n_not_finite} NaN or "
+                         f"infinite and {n_negative} negative entries, e.g. at (cell, gene) "
+                         f"{examples}. Remove or fix those cells or genes, or pass the layer "
+                         "with the raw counts.")
     if non_integer:
-        warnings.warn(
-            f"{where} does not contain unnormalized count data (it has non-integer values). "
-            "Are you sure this is what you want?",
-            UserWarning,
-            stacklevel=settings.warnings_stacklevel,
-        )
+        warnings.warn(f"{where} does not contain unnormalized count data (it has non-integer "
+                      "values). Are you sure this is what you want?", UserWarning,
+                      stacklevel=settings.warnings_stacklevel)
 
 
 def check_batch_size(batch_size) -> None:
     """A :class:`ValueError` unless ``batch_size`` is an integer ``>= 2`` (batch norm)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or (
-        batch_size < 2
-    ):
-        raise ValueError(
-            f"`batch_size` must be an integer >= 2 (batch normalisation needs two cells per "
-            f"training minibatch), got {batch_size!r}."
-        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+            or batch_size < 2:
+        raise ValueError("`batch_size` must be an integer >= 2 (batch normalisation needs two "
+                         f"cells per training minibatch), got {batch_size!r}.")
 
 
 def last_minibatch_has_one_cell(n_train: int, batch_size: int) -> bool:
@@ -132,14 +121,11 @@ def check_saved_model(dir_path: str, prefix: str | None = None) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(
-            f"Could not read the saved model {path}: the file is truncated or corrupt ({error})."
-        ) from error
+        raise ValueError(f"Could not read the saved model {path}: the file is truncated or "
+                         f"corrupt ({error}).") from error
     if bad is not None:
-        raise ValueError(
-            f"Could not read the saved model {path}: the file is corrupt (entry {bad!r} fails "
-            "its checksum)."
-        )
+        raise ValueError(f"Could not read the saved model {path}: the file is corrupt (entry "
+                         f"{bad!r} fails its checksum).")
 
 
 class CheckedLoadMixin:

@@ -16,7 +16,8 @@ differ (``s = 1``), on a log scale: ``target = nu * (D0 / nu) ** (1 - s)``.
    2018), ``log w += rate * clip(log(D_ema / target), -1, 1)``, idle within ``band_z``
    standard deviations of the moving average; the weight starts at ``min_weight`` on the
    first push, is capped at ``max_weight``, returns to 0 below ``min_weight``. The null is
-   then read on one step in ``null_every``, ``D`` using its moving average.
+   then read on one step in ``null_every``, ``D`` using its moving average; after the
+   training plan's restart (the warm-up split the batches), at :meth:`restart`'s weight.
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ class StrengthController(WeightRule):
         discrepancy = mmd - self._null_mean
         self._update_weight(discrepancy)
         return discrepancy
+
+    def restart(self) -> None:
+        """The weight ``sqrt(min_weight * max_weight)`` (baseline, target kept) for a training
+        that starts again from its initial parameters: from ``min_weight`` it grows too slowly
+        to stop scVI's split of the batches forming again (docs/atlas.md).
+        """
+        self._log_weight = (math.log(self.min_weight) + math.log(self.max_weight)) / 2
+        self._set(weight=self.current_weight)
 
     def _update_weight(self, discrepancy: float) -> None:
         """One step of the dual ascent on ``E[D] <= target``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -10,8 +11,10 @@ from scvi import settings
 from scvi.train import TrainingPlan
 
 from scvi_mmd.module._mmdvae import MMD_LOSS_KEY, MMD_NULL_KEY
+from scvi_mmd.module._penalty import _world_size
 
 MMD_WEIGHT_KEY = "mmd_weight"
+logger = logging.getLogger(__name__)
 
 
 class MMDTrainingPlan(TrainingPlan):
@@ -23,6 +26,8 @@ class MMDTrainingPlan(TrainingPlan):
     (averaged over processes under DDP). :attr:`~scvi.model.base.BaseModelClass.history` gets
     per epoch ``mmd_loss_train`` / ``mmd_loss_validation`` (mean over cells; summed on the
     device, logged once per epoch), ``mmd_weight_train`` and ``mmd_discrepancy_train``.
+    If the controller's warm-up ends with clusters that split the batches, the plan trains
+    again from the initial parameters (:meth:`_restart_if_split`).
 
     Parameters
     ----------
@@ -45,6 +50,7 @@ class MMDTrainingPlan(TrainingPlan):
         self.n_epochs_mmd_warmup = n_epochs_mmd_warmup
         self.n_steps_mmd_warmup = n_steps_mmd_warmup
         self._pending: list[torch.Tensor] = []  # (mmd, null) of steps not yet read to the host
+        self._initial_state = None  # what a training the warm-up split restarts from
         self._reset_mmd_sums()
 
     def _reset_mmd_sums(self, mode: str | None = None) -> None:
@@ -79,6 +85,33 @@ class MMDTrainingPlan(TrainingPlan):
         clusters = self.module.penalty.clusters
         if clusters is not None:  # decide on the clusters before the controller measures
             clusters.start(max(getattr(rule, "warmup_steps", 100) // 2, 1))
+        # (not the rule's or the penalty's state: what the controller measured is kept)
+        self._initial_state = {
+            name: value.detach().clone() for name, value in self.module.state_dict().items()
+            if not name.startswith(("weight_rule.", "penalty.", "mmd_reference"))
+        } if clusters is not None and rule is self.module.strength else None
+
+    def _restart_if_split(self) -> None:
+        """After a warm-up whose clusters split the batches (a split of scVI's is not undone
+        later: docs/atlas.md), train again from the initial parameters, optimiser state cleared,
+        at :meth:`~scvi_mmd.module.StrengthController.restart`'s weight; no steps are added.
+        """
+        rule = self.module.weight_rule
+        if self._initial_state is None or rule.phase_name == "warmup":
+            return
+        initial, self._initial_state = self._initial_state, None
+        clusters = self.module.penalty.clusters
+        split = torch.tensor(float(rule.phase_name == "control" and not clusters.is_shared))
+        if _world_size() > 1:  # every process restarts, or none
+            split = split.to(self.device)
+            torch.distributed.all_reduce(split, op=torch.distributed.ReduceOp.MAX)
+        if float(split):
+            self.module.load_state_dict(initial, strict=False)
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+            rule.restart()
+            logger.info("The warm-up split the batches (pure_share %.2f): training restarts "
+                        "at MMD weight %.3g.", float(clusters.pure_share), rule.current_weight)
 
     #: At weight 0 with no rule listening, the term is recorded on one step in this many.
     record_every = 4
@@ -91,10 +124,9 @@ class MMDTrainingPlan(TrainingPlan):
         # (a NaN made on the device: no host-to-device copy per step)
         values = torch.stack([mmd, torch.full_like(mmd, math.nan) if null is None
                               else null.detach().float()])
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(values)
-            values = values / dist.get_world_size()
+        if _world_size() > 1:
+            torch.distributed.all_reduce(values)
+            values = values / torch.distributed.get_world_size()
         self._pending.append(values)
         if len(self._pending) >= self.observe_every:
             self._flush_observations()
@@ -112,6 +144,7 @@ class MMDTrainingPlan(TrainingPlan):
 
     def training_step(self, batch, batch_idx):
         """Training step with the rule's weight (ramped), the null on the steps it asks for."""
+        self._restart_if_split()
         weight = self.mmd_weight
         self.loss_kwargs["compute_null"] = self.module.weight_rule.null_due(self.global_step)
         # at weight 0, with no rule listening, the term is only a record: computed on one step
@@ -138,13 +171,10 @@ class MMDTrainingPlan(TrainingPlan):
         super().on_train_end()
         strength = self.module.strength
         if strength is not None and strength.phase_name == "warmup":
-            warnings.warn(
-                f"The training was too short for `mmd_strength`: {strength.step} steps, and its "
-                f"warm-up alone takes {strength.warmup_steps}. The model trained at weight 0, "
-                "as scVI; train for more epochs or pass `mmd_weight`.",
-                UserWarning,
-                stacklevel=settings.warnings_stacklevel,
-            )
+            warnings.warn(f"The training was too short for `mmd_strength`: {strength.step} steps, "
+                          f"and its warm-up alone takes {strength.warmup_steps}. The model "
+                          "trained at weight 0, as scVI; train for more epochs or pass "
+                          "`mmd_weight`.", UserWarning, stacklevel=settings.warnings_stacklevel)
 
     @torch.inference_mode()
     def compute_and_log_metrics(self, loss_output, metrics, mode):
