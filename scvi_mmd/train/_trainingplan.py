@@ -78,7 +78,7 @@ class MMDTrainingPlan(TrainingPlan):
         return self.mmd_warmup_scale * self.module.weight_rule.current_weight
 
     def on_train_start(self):
-        """Start the strength controller (if any) for this training's number of steps."""
+        """Start the weight rule and the clusters; keep the parameters a restart would load."""
         super().on_train_start()
         rule = self.module.weight_rule
         rule.start(self.trainer.estimated_stepping_batches)
