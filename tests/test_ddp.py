@@ -20,25 +20,36 @@ SCRIPT = textwrap.dedent(
 
     torch.set_num_threads(1)
     scvi.settings.seed = 0
-    adata = simulate_batches(n_cells=300, n_genes=50, n_batches=3, n_cell_types=3, seed=0)
+    split = sys.argv[1] == "split"  # batches scVI puts apart: every process must restart
+    adata = simulate_batches(n_cells=300, n_genes=50, n_batches=2 if split else 3,
+                             n_cell_types=3, batch_effect=1.5 if split else 0.5, seed=0)
     SCVIMMD.setup_anndata(adata, batch_key="batch")
+    restarts = []
+    if split:
+        from scvi_mmd.module import StrengthController
+        restart = StrengthController.restart
+        StrengthController.restart = lambda self: (restarts.append(1), restart(self))
     # "strength": the default, whose controller reads the discrepancy averaged over processes
-    weight = None if sys.argv[1] == "strength" else 10.0
+    strength = sys.argv[1] in ("strength", "split")
+    weight = None if strength else 10.0
     model = SCVIMMD(adata, mmd_weight=weight, mmd_ddp_gather=sys.argv[1] == "gather")
-    epochs = 8 if sys.argv[1] == "strength" else 1  # past the controller's warm-up
+    epochs = 8 if strength else 1  # past the controller's warm-up
     model.train(max_epochs=epochs, accelerator="cpu", devices=2,
                 strategy="ddp_find_unused_parameters_true", check_val_every_n_epoch=1,
                 enable_progress_bar=False, batch_size=64)
+    if split:  # the same parameters in every process (DDP only syncs gradients)
+        total = sum(float(p.detach().double().sum()) for p in model.module.parameters())
+        print("RESTARTS", torch.distributed.get_rank(), len(restarts), repr(total), flush=True)
     if torch.distributed.get_rank() == 0:
         history = {k: [float(x) for x in v.iloc[:, 0]] for k, v in model.history.items()}
         print("HISTORY " + json.dumps(history))
-        if sys.argv[1] == "strength":
+        if strength:
             print("PHASE", model.mmd_strength_state["phase"])
     """
 )
 
 
-@pytest.mark.parametrize("mode", ["local", "gather", "strength"])
+@pytest.mark.parametrize("mode", ["local", "gather", "strength", "split"])
 def test_ddp_two_cpu_processes(tmp_path, mode):
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
@@ -48,9 +59,13 @@ def test_ddp_two_cpu_processes(tmp_path, mode):
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("HISTORY "))
     history = json.loads(line[len("HISTORY "):])
-    epochs = 8 if mode == "strength" else 1
+    epochs = 8 if mode in ("strength", "split") else 1
     for key in ("mmd_loss_train", "mmd_loss_validation", "elbo_train", "mmd_weight_train"):
         assert len(history[key]) == epochs and np.isfinite(history[key]).all(), key
-    if mode == "strength":
+    if mode in ("strength", "split"):
         assert np.isfinite(history["mmd_discrepancy_train"]).all()
         assert "PHASE warmup" not in done.stdout
+    if mode == "split":  # both processes restarted, once, and hold the same parameters
+        rows = sorted(x.split()[1:] for x in done.stdout.splitlines() if x.startswith("RESTARTS"))
+        assert [r[:2] for r in rows] == [["0", "1"], ["1", "1"]], done.stdout[-2000:]
+        assert rows[0][2] == rows[1][2]
