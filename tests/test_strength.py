@@ -204,8 +204,11 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
         monkeypatch, batch_effect, splits):
     # scVI's latent space puts strongly different batches apart at weight 0, and a split is
     # not undone later: the training starts again from its first parameters (never otherwise)
+    import scvi
     import torch
+    from lightning.pytorch.callbacks import EarlyStopping
 
+    scvi.settings.seed = 0
     adata = simulate_batches(n_cells=600, n_genes=200, n_batches=2, n_cell_types=3,
                              batch_effect=batch_effect, type_effect=1.5, seed=0)
     SCVIMMD.setup_anndata(adata, batch_key="batch")
@@ -217,11 +220,18 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
     def restart(self):
         state = model.module.state_dict()
         restarts.append((self.step, all(torch.equal(state[k], v) for k, v in initial.items())))
+        # early stopping starts again too: the warm-up's best validation loss was scVI's
+        stops = [c for c in plans[0].trainer.callbacks if isinstance(c, EarlyStopping)]
+        assert [(float(c.best_score), c.wait_count) for c in stops] == [(math.inf, 0)]
         original(self)
         assert self.current_weight == pytest.approx(math.sqrt(self.min_weight * self.max_weight))
 
     monkeypatch.setattr(StrengthController, "restart", restart)
-    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False)
+    plans, on_train_start = [], MMDTrainingPlan.on_train_start
+    monkeypatch.setattr(MMDTrainingPlan, "on_train_start",
+                        lambda self: (plans.append(self), on_train_start(self))[-1])
+    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, early_stopping=True,
+                early_stopping_patience=100, check_val_every_n_epoch=1)
     clusters, strength = model.module.penalty.clusters, model.module.strength
     assert strength.phase_name == "control"
     assert (float(clusters.pure_share) >= 0.5) is splits and clusters.is_shared is not splits

@@ -10,10 +10,7 @@ from scvi import REGISTRY_KEYS, settings
 from scvi.model import SCVI
 
 from scvi_mmd._compat import adata_minify_type, n_train_cells
-from scvi_mmd._defaults import (
-    DEFAULT_KERNEL_GAMMA,
-    DEFAULT_MODE,
-)
+from scvi_mmd._defaults import DEFAULT_KERNEL_GAMMA, DEFAULT_MODE
 from scvi_mmd.model._backed import BackedDataMixin
 from scvi_mmd.model._term import MMDTermMixin
 from scvi_mmd.model._validation import (
@@ -131,8 +128,7 @@ use_observed_lib_size, latent_distribution
     ):
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
-            adata,
-            registry,
+            adata, registry,
             n_hidden=n_hidden,
             n_latent=n_latent,
             n_layers=n_layers,

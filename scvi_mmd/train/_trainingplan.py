@@ -7,6 +7,7 @@ import math
 import warnings
 
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from scvi import settings
 from scvi.train import TrainingPlan
 
@@ -93,13 +94,13 @@ class MMDTrainingPlan(TrainingPlan):
 
     def _restart_if_split(self) -> None:
         """After a warm-up whose clusters split the batches (a split of scVI's is not undone
-        later: docs/atlas.md), train again from the initial parameters, optimiser state cleared,
-        at :meth:`~scvi_mmd.module.StrengthController.restart`'s weight; no steps are added.
+        later: docs/atlas.md), train again from the initial parameters, optimiser and early
+        stopping reset, at :meth:`~scvi_mmd.module.StrengthController.restart`'s weight.
         """
         rule = self.module.weight_rule
         if self._initial_state is None or rule.phase_name == "warmup":
             return
-        initial, self._initial_state = self._initial_state, None
+        initial, self._initial_state = self._initial_state, None  # (decided once)
         clusters = self.module.penalty.clusters
         split = torch.tensor(float(rule.phase_name == "control" and not clusters.is_shared))
         if _world_size() > 1:  # every process restarts, or none
@@ -109,6 +110,9 @@ class MMDTrainingPlan(TrainingPlan):
             self.module.load_state_dict(initial, strict=False)
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
+            for stop in [c for c in self.trainer.callbacks if isinstance(c, EarlyStopping)]:
+                best = torch.tensor(torch.inf if stop.monitor_op == torch.lt else -torch.inf)
+                stop.wait_count, stop.best_score = 0, best  # (the warm-up's was scVI's)
             rule.restart()
             logger.info("The warm-up split the batches (pure_share %.2f): training restarts "
                         "at MMD weight %.3g.", float(clusters.pure_share), rule.current_weight)
