@@ -223,6 +223,8 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
         # early stopping starts again too: the warm-up's best validation loss was scVI's
         stops = [c for c in plans[0].trainer.callbacks if isinstance(c, EarlyStopping)]
         assert [(float(c.best_score), c.wait_count) for c in stops] == [(math.inf, 0)]
+        plateau = plans[0].trainer.lr_scheduler_configs[0].scheduler  # and the lr plateau
+        assert (plateau.best, plateau.num_bad_epochs) == (math.inf, 0)
         original(self)
         assert self.current_weight == pytest.approx(math.sqrt(self.min_weight * self.max_weight))
 
@@ -231,7 +233,8 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
     monkeypatch.setattr(MMDTrainingPlan, "on_train_start",
                         lambda self: (plans.append(self), on_train_start(self))[-1])
     model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, early_stopping=True,
-                early_stopping_patience=100, check_val_every_n_epoch=1)
+                early_stopping_patience=100, check_val_every_n_epoch=1,
+                plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 100})
     clusters, strength = model.module.penalty.clusters, model.module.strength
     assert strength.phase_name == "control"
     assert (float(clusters.pure_share) >= 0.5) is splits and clusters.is_shared is not splits

@@ -129,14 +129,9 @@ use_observed_lib_size, latent_distribution
         unlabeled_code = self._check_conditional(adata, registry, mmd_conditional)
         super().__init__(
             adata, registry,
-            n_hidden=n_hidden,
-            n_latent=n_latent,
-            n_layers=n_layers,
-            dropout_rate=dropout_rate,
-            dispersion=dispersion,
-            gene_likelihood=gene_likelihood,
-            use_observed_lib_size=use_observed_lib_size,
-            latent_distribution=latent_distribution,
+            n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, dropout_rate=dropout_rate,
+            dispersion=dispersion, gene_likelihood=gene_likelihood,
+            use_observed_lib_size=use_observed_lib_size, latent_distribution=latent_distribution,
             mmd_strength=mmd_strength,
             mmd_weight=mmd_weight,
             mmd_mode=mmd_mode,

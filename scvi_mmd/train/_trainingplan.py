@@ -94,8 +94,9 @@ class MMDTrainingPlan(TrainingPlan):
 
     def _restart_if_split(self) -> None:
         """After a warm-up whose clusters split the batches (a split of scVI's is not undone
-        later: docs/atlas.md), train again from the initial parameters, optimiser and early
-        stopping reset, at :meth:`~scvi_mmd.module.StrengthController.restart`'s weight.
+        later: docs/atlas.md), train again from the initial parameters (optimiser, early
+        stopping, lr plateau reset) at :meth:`~scvi_mmd.module.StrengthController.restart`'s
+        weight.
         """
         rule = self.module.weight_rule
         if self._initial_state is None or rule.phase_name == "warmup":
@@ -113,6 +114,9 @@ class MMDTrainingPlan(TrainingPlan):
             for stop in [c for c in self.trainer.callbacks if isinstance(c, EarlyStopping)]:
                 best = torch.tensor(torch.inf if stop.monitor_op == torch.lt else -torch.inf)
                 stop.wait_count, stop.best_score = 0, best  # (the warm-up's was scVI's)
+            for plateau in [c.scheduler for c in self.trainer.lr_scheduler_configs
+                            if hasattr(c.scheduler, "num_bad_epochs")]:  # reduce_lr_on_plateau
+                plateau.best, plateau.num_bad_epochs = plateau.mode_worse, 0
             rule.restart()
             logger.info("The warm-up split the batches (pure_share %.2f): training restarts "
                         "at MMD weight %.3g.", float(clusters.pure_share), rule.current_weight)
