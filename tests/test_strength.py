@@ -224,7 +224,7 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
         stops = [c for c in plans[0].trainer.callbacks if isinstance(c, EarlyStopping)]
         assert [(float(c.best_score), c.wait_count) for c in stops] == [(math.inf, 0)]
         plateau = plans[0].trainer.lr_scheduler_configs[0].scheduler  # and the lr plateau
-        assert (plateau.best, plateau.num_bad_epochs) == (math.inf, 0)
+        assert (plateau.best, plateau.num_bad_epochs, plateau.cooldown_counter) == (math.inf, 0, 0)
         original(self)
         assert self.current_weight == pytest.approx(math.sqrt(self.min_weight * self.max_weight))
 

@@ -103,20 +103,21 @@ class MMDTrainingPlan(TrainingPlan):
             return
         initial, self._initial_state = self._initial_state, None  # (decided once)
         clusters = self.module.penalty.clusters
-        split = torch.tensor(float(rule.phase_name == "control" and not clusters.is_shared))
+        split = rule.phase_name == "control" and not clusters.is_shared
         if _world_size() > 1:  # every process restarts, or none
-            split = split.to(self.device)
-            torch.distributed.all_reduce(split, op=torch.distributed.ReduceOp.MAX)
-        if float(split):
+            flag = torch.tensor(float(split), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            split = bool(flag)
+        if split:
             self.module.load_state_dict(initial, strict=False)
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
             for stop in [c for c in self.trainer.callbacks if isinstance(c, EarlyStopping)]:
                 best = torch.tensor(torch.inf if stop.monitor_op == torch.lt else -torch.inf)
                 stop.wait_count, stop.best_score = 0, best  # (the warm-up's was scVI's)
-            for plateau in [c.scheduler for c in self.trainer.lr_scheduler_configs
-                            if hasattr(c.scheduler, "num_bad_epochs")]:  # reduce_lr_on_plateau
-                plateau.best, plateau.num_bad_epochs = plateau.mode_worse, 0
+            for sched in [c.scheduler for c in self.trainer.lr_scheduler_configs
+                          if hasattr(c.scheduler, "num_bad_epochs")]:  # reduce_lr_on_plateau
+                sched.best, sched.num_bad_epochs, sched.cooldown_counter = sched.mode_worse, 0, 0
             rule.restart()
             logger.info("The warm-up split the batches (pure_share %.2f): training restarts "
                         "at MMD weight %.3g.", float(clusters.pure_share), rule.current_weight)
