@@ -1,6 +1,7 @@
 """The correction strength: the controller's rule, its validation and its behaviour end to end."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -232,9 +233,15 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
     plans, on_train_start = [], MMDTrainingPlan.on_train_start
     monkeypatch.setattr(MMDTrainingPlan, "on_train_start",
                         lambda self: (plans.append(self), on_train_start(self))[-1])
-    model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, early_stopping=True,
-                early_stopping_patience=100, check_val_every_n_epoch=1,
-                plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 100})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, early_stopping=True,
+                    early_stopping_patience=100, check_val_every_n_epoch=1,
+                    plan_kwargs={"reduce_lr_on_plateau": True, "lr_patience": 100})
+    # the user is told, once, and pointed at the regime's known limit
+    told = [w for w in caught if "put the batches apart" in str(w.message)]
+    assert len(told) == int(splits), [str(w.message) for w in caught]
+    assert all("restarts at MMD weight 10" in str(w.message) for w in told)
     clusters, strength = model.module.penalty.clusters, model.module.strength
     assert strength.phase_name == "control"
     assert (float(clusters.pure_share) >= 0.5) is splits and clusters.is_shared is not splits

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 
@@ -15,7 +14,6 @@ from scvi_mmd.module._mmdvae import MMD_LOSS_KEY, MMD_NULL_KEY
 from scvi_mmd.module._penalty import _world_size
 
 MMD_WEIGHT_KEY = "mmd_weight"
-logger = logging.getLogger(__name__)
 
 
 class MMDTrainingPlan(TrainingPlan):
@@ -102,8 +100,7 @@ class MMDTrainingPlan(TrainingPlan):
         if self._initial_state is None or rule.phase_name == "warmup":
             return
         initial, self._initial_state = self._initial_state, None  # (decided once)
-        clusters = self.module.penalty.clusters
-        split = rule.phase_name == "control" and not clusters.is_shared
+        split = rule.phase_name == "control" and not self.module.penalty.clusters.is_shared
         if _world_size() > 1:  # every process restarts, or none
             flag = torch.tensor(float(split), device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -119,8 +116,11 @@ class MMDTrainingPlan(TrainingPlan):
                           if hasattr(c.scheduler, "num_bad_epochs")]:  # reduce_lr_on_plateau
                 sched.best, sched.num_bad_epochs, sched.cooldown_counter = sched.mode_worse, 0, 0
             rule.restart()
-            logger.info("The warm-up split the batches (pure_share %.2f): training restarts "
-                        "at MMD weight %.3g.", float(clusters.pure_share), rule.current_weight)
+            share, weight = float(self.module.penalty.clusters.pure_share), rule.current_weight
+            warnings.warn(f"scVI's latent space put the batches apart (`pure_share` {share:.2f}): "
+                          f"training restarts at MMD weight {weight:.3g}, without clusters; where "
+                          "cell-type mixes differ between batches, check the shared types' purity "
+                          "(docs: atlas).", UserWarning, stacklevel=settings.warnings_stacklevel)
 
     #: At weight 0 with no rule listening, the term is recorded on one step in this many.
     record_every = 4
