@@ -32,12 +32,23 @@ def _purity(latent, labels, k=15):
 
 
 def _types_lost(adata):
-    """The default's model, and the types whose kNN purity fell > 0.02 below scVI's."""
+    """The default's model, the types whose kNN purity fell > 0.02 below scVI's, and the
+    latents of scVI and of the default.
+    """
     _, scvi_latent = _fit(adata, mmd_weight=0.0)
     model, latent = _fit(adata)
     reference = _purity(scvi_latent, adata.obs["cell_type"])
     purity = _purity(latent, adata.obs["cell_type"])
-    return model, {t: (v, purity[t]) for t, v in reference.items() if purity[t] < v - 0.02}
+    lost = {t: (v, purity[t]) for t, v in reference.items() if purity[t] < v - 0.02}
+    return model, lost, scvi_latent, latent
+
+
+def _known_limit(what: str):
+    """A strict expected failure for a documented limit: XPASS fails the suite."""
+    return pytest.mark.xfail(
+        strict=True, raises=AssertionError,  # (a crash is not the known limit)
+        reason=f"known limit (README, docs/atlas.md): {what}; XPASS means it was fixed: drop "
+        "this mark and say so")
 
 
 @pytest.fixture(scope="module")
@@ -71,31 +82,25 @@ def test_shared_types_in_different_proportions_keep_their_neighbourhoods():
     mixes = [[0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.4, 0.2, 0.4]]
     adata = simulate_batches(n_cells=1500, n_genes=200, n_batches=3, n_cell_types=3,
                              batch_effect=0.3, type_effect=1.5, type_proportions=mixes, seed=7)
-    model, lost = _types_lost(adata)
+    model, lost, *_ = _types_lost(adata)
     assert model.mmd_strength_state["phase"] == "control"
     assert not lost, lost
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,  # (a crash is not the known limit)
-    reason="known limit (README, docs/atlas.md): with more cell types than the default's 16 "
-    "clusters and mixes that differ, the default merges types; XPASS means it was fixed: drop "
-    "this mark and say so")
+@_known_limit("with more cell types than the default's 16 clusters and mixes that differ, "
+              "the default merges types")
 def test_many_types_in_different_mixes_keep_their_neighbourhoods():
     # 24 types over 8 batches with Dirichlet(0.7) mixes: a fixed weight of 3 kept every type
     rng = np.random.default_rng(0)
     mixes = rng.dirichlet(np.full(24, 0.7), 8)
     adata = simulate_batches(n_cells=2400, n_genes=200, n_batches=8, n_cell_types=24,
                              batch_effect=0.3, type_effect=1.5, type_proportions=mixes, seed=0)
-    _, lost = _types_lost(adata)
+    _, lost, *_ = _types_lost(adata)
     assert not lost, lost
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,  # (a crash is not the known limit)
-    reason="known limit (README, docs/atlas.md): when scVI's latent space puts the batches "
-    "apart, the default drops its clusters and mixes that differ push shared types into each "
-    "other; XPASS means it was fixed: drop this mark and say so")
+@_known_limit("when scVI's latent space puts the batches apart, the default drops its "
+              "clusters and mixes that differ push shared types into each other")
 def test_batches_apart_with_different_mixes_keep_their_types():
     # shaped like a cell-line set: 5 batches, types 3 and 4 in the first three only, each batch
     # its own mix, a batch effect larger than the types' (scVI mixes 0.000; seeds 0-2 at 30 and
@@ -104,13 +109,9 @@ def test_batches_apart_with_different_mixes_keep_their_types():
              [.6, .3, .1, 0, 0], [.1, .3, .6, 0, 0]]
     adata = simulate_batches(n_cells=1500, n_genes=200, n_batches=5, n_cell_types=5,
                              batch_effect=1.0, type_effect=1.5, type_proportions=mixes, seed=0)
-    _, scvi_latent = _fit(adata, mmd_weight=0.0)
-    model, latent = _fit(adata)
+    model, lost, scvi_latent, latent = _types_lost(adata)
     if float(model.module.penalty.clusters.pure_share) < 0.5:  # the premise, not the limit
         pytest.fail("the clusters were kept: this simulation no longer tests the split regime")
     batches = adata.obs["batch"].to_numpy()
     mixed = batch_mixing(latent, batches, 15) > batch_mixing(scvi_latent, batches, 15) + 0.1
-    reference = _purity(scvi_latent, adata.obs["cell_type"])
-    purity = _purity(latent, adata.obs["cell_type"])
-    lost = {t: (v, purity[t]) for t, v in reference.items() if purity[t] < v - 0.02}
     assert mixed and not lost, lost  # corrects, and keeps every type
