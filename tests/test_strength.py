@@ -224,8 +224,10 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
         # early stopping starts again too: the warm-up's best validation loss was scVI's
         stops = [c for c in plans[0].trainer.callbacks if isinstance(c, EarlyStopping)]
         assert [(float(c.best_score), c.wait_count) for c in stops] == [(math.inf, 0)]
-        plateau = plans[0].trainer.lr_scheduler_configs[0].scheduler  # and the lr plateau
+        plateau = plans[0].trainer.lr_scheduler_configs[0].scheduler  # and the lr plateau,
         assert (plateau.best, plateau.num_bad_epochs, plateau.cooldown_counter) == (math.inf, 0, 0)
+        lrs = [g["lr"] for g in plans[0].trainer.optimizers[0].param_groups]  # with the first lr
+        assert lrs == [1e-3] * len(lrs), lrs
         original(self)
         assert self.current_weight == pytest.approx(math.sqrt(self.min_weight * self.max_weight))
 
@@ -233,6 +235,15 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
     plans, on_train_start = [], MMDTrainingPlan.on_train_start
     monkeypatch.setattr(MMDTrainingPlan, "on_train_start",
                         lambda self: (plans.append(self), on_train_start(self))[-1])
+    training_step = MMDTrainingPlan.training_step
+
+    def step(self, batch, batch_idx):  # the lr lowered late in the warm-up, as a plateau would
+        if self.global_step == self.module.strength.warmup_steps // 2 + 1:
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = 1e-4
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(MMDTrainingPlan, "training_step", step)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.train(max_epochs=40, batch_size=128, enable_progress_bar=False, early_stopping=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from copy import deepcopy
 
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
@@ -77,24 +78,29 @@ class MMDTrainingPlan(TrainingPlan):
         return self.mmd_warmup_scale * self.module.weight_rule.current_weight
 
     def on_train_start(self):
-        """Start the weight rule and the clusters; keep the parameters a restart would load."""
+        """Start the weight rule and the clusters; keep what a restart would load."""
         super().on_train_start()
         rule = self.module.weight_rule
         rule.start(self.trainer.estimated_stepping_batches)
         clusters = self.module.penalty.clusters
         if clusters is not None:  # decide on the clusters before the controller measures
             clusters.start(max(getattr(rule, "warmup_steps", 100) // 2, 1))
-        # (not the rule's or the penalty's state: what the controller measured is kept)
-        self._initial_state = {
+        # what a restart loads: the parameters (not the rule's or the penalty's state: what it
+        # measured is kept), and the optimisers, lr schedulers and early stopping as they start
+        trainer, restartable = self.trainer, clusters is not None and rule is self.module.strength
+        self._initial_state = ({
             name: value.detach().clone() for name, value in self.module.state_dict().items()
             if not name.startswith(("weight_rule.", "penalty.", "mmd_reference"))
-        } if clusters is not None and rule is self.module.strength else None
+        }, [(x, deepcopy(x.state_dict())) for x in [
+            *trainer.optimizers, *(c.scheduler for c in trainer.lr_scheduler_configs),
+            *(c for c in trainer.callbacks if isinstance(c, EarlyStopping))]]
+        ) if restartable else None
 
     def _restart_if_split(self) -> None:
         """After a warm-up whose clusters split the batches (a split of scVI's is not undone
-        later: docs/atlas.md), train again from the initial parameters (optimiser, early
-        stopping, lr plateau reset) at :meth:`~scvi_mmd.module.StrengthController.restart`'s
-        weight.
+        later: docs/atlas.md), train again from the initial parameters, optimisers, lr
+        schedulers and early stopping (their own ``load_state_dict``) at
+        :meth:`~scvi_mmd.module.StrengthController.restart`'s weight.
         """
         rule = self.module.weight_rule
         if self._initial_state is None or rule.phase_name == "warmup":
@@ -105,16 +111,10 @@ class MMDTrainingPlan(TrainingPlan):
             flag = torch.tensor(float(split), device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             split = bool(flag)
-        if split:
-            self.module.load_state_dict(initial, strict=False)
-            for optimizer in self.trainer.optimizers:
-                optimizer.state.clear()
-            for stop in [c for c in self.trainer.callbacks if isinstance(c, EarlyStopping)]:
-                best = torch.tensor(torch.inf if stop.monitor_op == torch.lt else -torch.inf)
-                stop.wait_count, stop.best_score = 0, best  # (the warm-up's was scVI's)
-            for sched in [c.scheduler for c in self.trainer.lr_scheduler_configs
-                          if hasattr(c.scheduler, "num_bad_epochs")]:  # reduce_lr_on_plateau
-                sched.best, sched.num_bad_epochs, sched.cooldown_counter = sched.mode_worse, 0, 0
+        if split:  # (early stopping's and the lr plateau's best so far were the split scVI's)
+            self.module.load_state_dict(initial[0], strict=False)  # the parameters, then the
+            for other, state in initial[1]:  # optimisers, lr schedulers and early stopping
+                other.load_state_dict(state)
             rule.restart()
             share, weight = float(self.module.penalty.clusters.pure_share), rule.current_weight
             warnings.warn(f"scVI's latent space put the batches apart (`pure_share` {share:.2f}): "
