@@ -102,9 +102,9 @@ class MMDTrainingPlan(TrainingPlan):
         schedulers and early stopping (their own ``load_state_dict``) at
         :meth:`~scvi_mmd.module.StrengthController.restart`'s weight.
         """
+        if self._initial_state is None or self.module.weight_rule.phase_name == "warmup":
+            return  # (every step after the one decision: one attribute read)
         rule = self.module.weight_rule
-        if self._initial_state is None or rule.phase_name == "warmup":
-            return
         initial, self._initial_state = self._initial_state, None  # (decided once)
         split = rule.phase_name == "control" and not self.module.penalty.clusters.is_shared
         if _world_size() > 1:  # every process restarts, or none
