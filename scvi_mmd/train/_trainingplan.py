@@ -119,7 +119,7 @@ class MMDTrainingPlan(TrainingPlan):
             share, weight = float(self.module.penalty.clusters.pure_share), rule.current_weight
             warnings.warn(f"scVI's latent space put the batches apart (`pure_share` {share:.2f}): "
                           f"training restarts at MMD weight {weight:.3g}, without clusters; where "
-                          "cell-type mixes differ between batches, check the shared types' purity "
+                          "mixes differ, check types' purity; lower `mmd_strength` if one falls "
                           "(docs: atlas).", UserWarning, stacklevel=settings.warnings_stacklevel)
 
     #: At weight 0 with no rule listening, the term is recorded on one step in this many.
