@@ -8,6 +8,8 @@ Usage::
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
     python benchmarks/atlas.py many_types --seeds 0    # the same with 32 types, 8 exclusive
                                                        # (--types 16,24: fewer)
+    python benchmarks/atlas.py pancreas --seeds 0      # 14 types over 9 batches, Dirichlet(0.5)
+                                                       # mixes, batch effects 0.4 and 0.8
     python benchmarks/atlas.py kang_shifted --seeds 0  # Kang, CD14+ Monocytes 5x more in STIM,
                                                        # B cells in CTRL only (../shared/data)
     python benchmarks/atlas.py kang --seeds 0          # Kang as it is
@@ -43,20 +45,22 @@ OUT = RESULTS / "atlas"
 #: cells of every simulated data set unless ``--cells`` says otherwise
 N_CELLS = 6000
 #: simulated data sets (``--cells`` applies to them)
-SIMULATED = ("batches", "null", "mixes", "many_types")
+SIMULATED = ("batches", "null", "mixes", "many_types", "pancreas")
 
 
 def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = N_CELLS,
-             n_types: int = 8):
+             n_types: int = 8, batch_effect: float = 0.3, alpha: float = 0.7,
+             exclusive: bool = True):
     from scvi_mmd.data import simulate_batches
 
     proportions = None
-    if mixes:  # each batch its own mix; the last quarter of the types in half the batches only
-        rng = np.random.default_rng(100 + seed)
-        proportions = rng.dirichlet(np.full(n_types, 0.7), n_batches)
-        proportions[n_batches // 2:, n_types - n_types // 4:] = 0
+    if mixes:  # each batch its own Dirichlet(alpha) mix; with `exclusive`, the last quarter
+        rng = np.random.default_rng(100 + seed)  # of the types in half the batches only
+        proportions = rng.dirichlet(np.full(n_types, alpha), n_batches)
+        if exclusive:
+            proportions[n_batches // 2:, n_types - n_types // 4:] = 0
     adata = simulate_batches(n_cells=n_cells, n_genes=1000, n_batches=n_batches,
-                             n_cell_types=n_types, batch_effect=0.3, type_effect=1.5,
+                             n_cell_types=n_types, batch_effect=batch_effect, type_effect=1.5,
                              type_proportions=proportions, seed=seed)
     return adata
 
@@ -142,6 +146,10 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
             sets = [(f"types{t}_B{b}{suffix}",
                      simulate(b, seed, mixes=True, n_cells=n_cells, n_types=t))
                     for t in types or (32,) for b in sizes or (8,)]
+        elif experiment == "pancreas":  # shaped like a pancreas atlas; at 0.8 scVI splits
+            sets = [(f"pancreas_e{e:g}{suffix}",  # the batches apart
+                     simulate(9, seed, mixes=True, n_cells=n_cells, n_types=14, batch_effect=e,
+                              alpha=0.5, exclusive=False)) for e in (0.4, 0.8)]
         elif experiment == "null":
             one = simulate(1, seed, n_cells=n_cells)
             sets = []
@@ -198,8 +206,8 @@ def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, size
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
-                        choices=["batches", "null", "mixes", "many_types", "kang_shifted",
-                                 "kang", "kang_donors", "large"])
+                        choices=["batches", "null", "mixes", "many_types", "pancreas",
+                                 "kang_shifted", "kang", "kang_donors", "large"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--fixed", default="100", help="fixed weights ('' for none)")
