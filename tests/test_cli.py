@@ -94,6 +94,22 @@ def test_integrate_fixed_weight_without_guard(h5ad, tmp_path, capsys):
     assert "auto" not in record and "curve" not in record
 
 
+def test_summary_says_when_the_clusters_split_the_batches(tmp_path, capsys):
+    # batches further apart than the types: the clusters are dropped and the guard checks every
+    # cell; the summary and the record say so instead of "within 16 clusters"
+    adata = simulate_batches(n_cells=240, n_genes=120, n_batches=2, n_cell_types=3,
+                             batch_effect=2.0, seed=1)
+    path, out = tmp_path / "split.h5ad", tmp_path / "out.h5ad"
+    adata.write_h5ad(path)
+    code = cli.main(["integrate", str(path), "--batch-key", "batch", "--max-epochs", "8",
+                     "--n-top-genes", "60", "-o", str(out)])
+    assert code == 0
+    stdout = " ".join(capsys.readouterr().out.split())
+    assert "compared as wholes: the latent clusters split them (pure_share" in stdout
+    assert "within 16 clusters" not in stdout and "cells checked: all" in stdout
+    assert anndata.read_h5ad(out).uns["scvi_mmd"]["mmd_guard"] == "all"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--mmd-mode", "fast", "--guard"], "exact estimator"),

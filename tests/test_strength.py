@@ -256,6 +256,7 @@ def test_a_warmup_that_splits_the_batches_restarts_from_the_initial_parameters(
     clusters, strength = model.module.penalty.clusters, model.module.strength
     assert strength.phase_name == "control"
     assert (float(clusters.pure_share) >= 0.5) is splits and clusters.is_shared is not splits
+    assert model.module.mmd_guard_scope == ("all" if splits else "unshared clusters")
     assert len(restarts) == int(splits) and all(from_initial for _, from_initial in restarts)
     # once, on the first step after the warm-up ends (its steps are read 8 at a time)
     assert all(0 <= step - strength.warmup_steps < MMDTrainingPlan.observe_every

@@ -124,9 +124,11 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
             f"{label_purity(latent, adata.obs[labels_key].to_numpy()):.3f}  "
             "(higher = types better apart)"
         )
-    clusters = model.module.mmd_clusters
-    lines.append(f"  batches compared within {clusters} clusters of the latent space"
-                 if clusters else "  batches compared over the whole latent space")
+    clusters = model.module.penalty.clusters
+    lines.append("  batches compared " + ("over the whole latent space" if clusters is None else
+                 f"within {clusters.n_clusters} clusters of the latent space" if clusters.is_shared
+                 else "as wholes: the latent clusters split them (pure_share "
+                 f"{float(clusters.pure_share):.2f}); check each type's purity (docs: atlas)"))
     scope = model.module.mmd_guard_scope
     lines.append("  guard against over-correction: " + (
         "off" if scope == "none" else f"on (mutual nearest neighbours; cells checked: {scope})"))
@@ -145,6 +147,4 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
 
 def _weight_text(model) -> str:
     state = model.mmd_strength_state
-    if state is not None:
-        return f"set by strength {state['strength']:g}"
-    return f"{model.mmd_weight:g}"
+    return f"{model.mmd_weight:g}" if state is None else f"set by strength {state['strength']:g}"

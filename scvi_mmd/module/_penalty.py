@@ -279,8 +279,8 @@ class MMDPenalty(nn.Module):
 
     @property
     def guard_scope(self) -> str:
-        """``"all"``, ``"unshared clusters"`` or ``"none"``: the cells the guard checks."""
-        unshared = self.guard_unshared_only and self.clusters is not None
+        """Cells the guard checks: ``"unshared clusters"`` (while used), ``"all"``, ``"none"``."""
+        unshared = self.guard_unshared_only and getattr(self.clusters, "is_shared", False)
         return "none" if self.selector is None else "unshared clusters" if unshared else "all"
 
     def _guard_keep(self, z, batch_index, n_groups):
