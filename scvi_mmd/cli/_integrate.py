@@ -22,8 +22,7 @@ def integrate(args) -> int:
 
     demo = args.input is None
     if demo:
-        batch_key = args.batch_key or "batch"
-        labels_key = args.labels_key or "cell_type"
+        batch_key, labels_key = args.batch_key or "batch", args.labels_key or "cell_type"
         if args.layer is not None:
             raise InputError("--layer applies to INPUT only")
     else:
@@ -86,6 +85,7 @@ def integrate(args) -> int:
             "final_mmd_weight": model.mmd_weight,
             "mmd_guard": model.module.mmd_guard_scope,
             "mmd_clusters": model.module.mmd_clusters,
+            "clusters_pure_share": float(getattr(model.module.penalty.clusters, "pure_share", 0)),
             "mmd_kernel_gamma": str(args.mmd_kernel_gamma),
             "mmd_kernel_scales": str(args.mmd_kernel_scales),
             "mmd_pairs": model.module.mmd_pairs,
