@@ -36,7 +36,6 @@ from common import (
     kang,
     kang_donors,
     kept_neighbours,
-    purity_by_type,
     release,
     score_rows,
 )
@@ -83,7 +82,7 @@ def harmony(adata, seed):
 
 def evaluate(rows, experiment, data_name, seed, method, latent, adata, model=None, seconds=0.0,
              reference=None):
-    from scvi_mmd.metrics import batch_mixing
+    from scvi_mmd.metrics import batch_mixing, purity_by_type
 
     key = "X_" + "".join(c if c.isalnum() else "_" for c in method)
     adata.obsm[key] = np.asarray(latent, dtype=np.float32)
@@ -92,7 +91,7 @@ def evaluate(rows, experiment, data_name, seed, method, latent, adata, model=Non
            "knn_batch_mixing": batch_mixing(latent, adata.obs["batch"].to_numpy(), 15),
            "fit_seconds": seconds}
     if "cell_type" in adata.obs:
-        for t, v in purity_by_type(latent, adata.obs["cell_type"]).items():
+        for t, v in purity_by_type(latent, adata.obs["cell_type"], 15).items():
             row[f"purity_{t}"] = v
     if reference is not None:
         row["kept_neighbours"] = kept_neighbours(latent, reference)

@@ -59,13 +59,6 @@ def knn(latent: np.ndarray, k: int = 15) -> np.ndarray:
     return nn.kneighbors(latent, return_distance=False)[:, 1:]
 
 
-def purity_by_type(latent: np.ndarray, labels, k: int = 15) -> dict[str, float]:
-    """For every cell type, the mean share of its cells' ``k`` neighbours of the same type."""
-    labels = np.asarray(labels).astype(str)
-    same = labels[knn(latent, k)] == labels[:, None]
-    return {t: float(same[labels == t].mean()) for t in np.unique(labels)}
-
-
 def kept_neighbours(latent: np.ndarray, reference: np.ndarray, k: int = 15) -> float:
     """Mean share of each cell's ``k`` neighbours in ``reference`` kept in ``latent``."""
     a, b = knn(latent, k), knn(reference, k)

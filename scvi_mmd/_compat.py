@@ -28,8 +28,6 @@ def n_train_cells(n_obs: int, train_size: float | None, validation_size: float |
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data splitter repeats its own warnings
-        n_train, _ = validate_data_split(
-            n_obs, 0.9 if train_size is None else float(train_size), validation_size,
-            batch_size, False, train_size is None,
-        )
+        n_train, _ = validate_data_split(n_obs, 0.9 if train_size is None else float(train_size),
+                                         validation_size, batch_size, False, train_size is None)
     return int(n_train)

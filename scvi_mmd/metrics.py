@@ -38,6 +38,14 @@ def label_purity(embedding: np.ndarray, labels: np.ndarray, n_neighbors: int = 3
     return float((neighbours == codes[:, None]).mean())
 
 
+def purity_by_type(embedding: np.ndarray, labels: np.ndarray,
+                   n_neighbors: int = 30) -> dict[str, float]:
+    """Per label, the mean fraction of its cells' neighbours that share it (``[0, 1]``)."""
+    labels = np.asarray(labels).astype(str)
+    same = labels[_neighbours(np.asarray(embedding), n_neighbors)] == labels[:, None]
+    return {str(t): float(same[labels == t].mean()) for t in np.unique(labels)}
+
+
 def exclusive_types(labels: np.ndarray, batches: np.ndarray) -> dict[str, list[str]]:
     """``{label: [batches without it]}`` for the labels some batch lacks (sorted)."""
     labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)

@@ -8,7 +8,7 @@ import scvi
 
 from scvi_mmd import SCVIMMD
 from scvi_mmd.data import simulate_batches
-from scvi_mmd.metrics import batch_mixing
+from scvi_mmd.metrics import batch_mixing, purity_by_type
 
 
 def _fit(adata, epochs=30, **kwargs):
@@ -21,24 +21,14 @@ def _fit(adata, epochs=30, **kwargs):
     return model, model.get_latent_representation()
 
 
-def _purity(latent, labels, k=15):
-    from sklearn.neighbors import NearestNeighbors
-
-    labels = np.asarray(labels).astype(str)
-    index = NearestNeighbors(n_neighbors=k + 1).fit(latent).kneighbors(
-        latent, return_distance=False)[:, 1:]
-    same = labels[index] == labels[:, None]
-    return {t: float(same[labels == t].mean()) for t in np.unique(labels)}
-
-
 def _types_lost(adata):
     """The default's model, the types whose kNN purity fell > 0.02 below scVI's, and the
     latents of scVI and of the default.
     """
     _, scvi_latent = _fit(adata, mmd_weight=0.0)
     model, latent = _fit(adata)
-    reference = _purity(scvi_latent, adata.obs["cell_type"])
-    purity = _purity(latent, adata.obs["cell_type"])
+    reference = purity_by_type(scvi_latent, adata.obs["cell_type"], 15)
+    purity = purity_by_type(latent, adata.obs["cell_type"], 15)
     lost = {t: (v, purity[t]) for t, v in reference.items() if purity[t] < v - 0.02}
     return model, lost, scvi_latent, latent
 

@@ -7,7 +7,7 @@ import torch
 
 from scvi_mmd import SCVIMMD
 from scvi_mmd.data import simulate_batches
-from scvi_mmd.metrics import exclusive_type_report, exclusive_types
+from scvi_mmd.metrics import exclusive_type_report, exclusive_types, label_purity, purity_by_type
 from scvi_mmd.mmd import (
     all_pairs,
     group_counts,
@@ -195,6 +195,22 @@ def test_exclusive_type_metrics():
     assert report["purity[c]"] == pytest.approx(1.0)
     assert report["intrusion[c]"] == pytest.approx(0.0)
     assert 0.0 <= report["shared_batch_mixing"] <= 1.1
+
+
+def test_purity_by_type_matches_a_loop():
+    rng = np.random.default_rng(3)
+    embedding, labels = rng.normal(size=(60, 2)), rng.choice(["a", "b", "c"], 60)
+    purity = purity_by_type(embedding, labels, n_neighbors=4)
+    distances = ((embedding[:, None] - embedding[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    same = [(labels[np.argsort(row)[:4]] == labels[i]).mean() for i, row in enumerate(distances)]
+    for t in "abc":  # the mean over a type's cells of its neighbours' share of the type
+        assert purity[t] == pytest.approx(np.mean(np.array(same)[labels == t]))
+    counts = {t: (labels == t).sum() for t in "abc"}  # label_purity is their cell-weighted mean
+    assert label_purity(embedding, labels, 4) == pytest.approx(
+        sum(purity[t] * counts[t] for t in "abc") / 60)
+    apart = np.repeat(np.eye(3) * 10.0, 5, axis=0)  # types far apart: 1 each
+    assert purity_by_type(apart, np.repeat(list("abc"), 5), 4) == {"a": 1.0, "b": 1.0, "c": 1.0}
 
 
 def _exclusive_purity(guard: bool, seed: int = 0) -> float:

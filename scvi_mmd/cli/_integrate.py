@@ -36,11 +36,9 @@ def integrate(args) -> int:
     if args.unlabeled_category is not None and not args.label_aware:
         raise InputError("--unlabeled-category applies only with --label-aware")
     out = None if args.output is None else check_output_file(
-        args.output, args.overwrite, args.input
-    )
+        args.output, args.overwrite, args.input)
     model_dir = None if args.model_dir is None else check_folder(
-        args.model_dir, args.overwrite, "model folder"
-    )
+        args.model_dir, args.overwrite, "model folder")
     plots_dir = None if args.plots is None else check_folder(args.plots, True, "plots folder")
 
     adata = demo_data(args.seed) if demo else read_input(args.input, args.backed)
@@ -119,11 +117,9 @@ def _summary(model, work, latent, batch_key, labels_key, adata, written) -> str:
         f"{batch_mixing(latent, adata.obs[batch_key].to_numpy()):.3f}  (higher = better mixed)",
     ]
     if labels_key is not None:
-        lines.append(
-            f"  cell-type purity (kNN):   "
-            f"{label_purity(latent, adata.obs[labels_key].to_numpy()):.3f}  "
-            "(higher = types better apart)"
-        )
+        lines.append(f"  cell-type purity (kNN):   "
+                     f"{label_purity(latent, adata.obs[labels_key].to_numpy()):.3f}  "
+                     "(higher = types better apart)")
     clusters = model.module.penalty.clusters
     lines.append("  batches compared " + ("over the whole latent space" if clusters is None else
                  f"within {clusters.n_clusters} clusters of the latent space" if clusters.is_shared

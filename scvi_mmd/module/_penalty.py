@@ -118,11 +118,8 @@ class MMDPenalty(nn.Module):
         self.kernel_scales = (None if kernel_scales is None
                               else [float(s) for s in kernel_scales])
         # moves with the module's .to(); not saved (the list above is the setting)
-        self.register_buffer(
-            "_kernel_scales",
-            None if self.kernel_scales is None else torch.tensor(self.kernel_scales),
-            persistent=False,
-        )
+        self.register_buffer("_kernel_scales", None if self.kernel_scales is None
+                             else torch.tensor(self.kernel_scales), persistent=False)
         self.conditional, self.unlabeled_code = bool(conditional), unlabeled_code
         # with clusters, the default guard checks only the cells of unshared clusters (a guard
         # on all cells hid a 64-batch effect from the controller)
