@@ -135,6 +135,14 @@ def test_shared_strata_keep_shared_clusters_and_pool_the_others():
     clusters = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3])
     # cluster 0 (batches 0, 1) and 3 (batches 1, 2) are shared; 1 and 2 are one batch's
     assert shared_strata(groups, clusters, 4).tolist() == [0, 0, 0, 4, 4, 4, 3, 3]
+    # against a loop over the cells, with empty clusters and many batches
+    generator = torch.Generator().manual_seed(0)
+    for n_batches in (2, 7, 300):
+        groups = torch.randint(n_batches, (64,), generator=generator)
+        clusters = torch.randint(12, (64,), generator=generator)
+        expected = [c if any(g != h for h, d in zip(groups, clusters) if d == c) else 16
+                    for g, c in zip(groups.tolist(), clusters.tolist())]
+        assert shared_strata(groups, clusters, 16).tolist() == expected
 
 
 def test_clusters_that_split_the_batches_are_dropped_early():

@@ -120,8 +120,11 @@ def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int)
 
     A cluster one batch alone has is a type only it has, or a type the batch effect split;
     its cells are compared with the other such cells across batches, so the second is
-    corrected and the first, alone, left alone. ``O(n^2)`` whatever the number of batches.
+    corrected and the first, alone, left alone. ``O(n)``: a cluster is shared when its
+    smallest and largest batch codes differ (no ``n x n`` comparison).
     """
-    groups, clusters = groups.reshape(-1), clusters.reshape(-1)
-    other_batch = (clusters[:, None] == clusters[None, :]) & (groups[:, None] != groups[None, :])
-    return torch.where(other_batch.any(dim=1), clusters, n_clusters)
+    groups, clusters = groups.reshape(-1), clusters.reshape(-1).long()
+    lowest = groups.new_full((n_clusters,), torch.iinfo(groups.dtype).max)
+    lowest = lowest.scatter_reduce_(0, clusters, groups, "amin")
+    highest = groups.new_full((n_clusters,), -1).scatter_reduce_(0, clusters, groups, "amax")
+    return torch.where((lowest != highest)[clusters], clusters, n_clusters)
