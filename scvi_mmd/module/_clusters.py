@@ -119,12 +119,10 @@ def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int)
     and stratum ``n_clusters`` for the other cells.
 
     A cluster one batch alone has is a type only it has, or a type the batch effect split;
-    its cells are compared with the other such cells across batches, so the second is
-    corrected and the first, alone, left alone. ``O(n)``: a cluster is shared when its
-    smallest and largest batch codes differ (no ``n x n`` comparison).
+    its cells are compared with such cells of other batches: the second is corrected, the
+    first left alone. ``O(n)``: shared when its cells' lowest and highest batch differ.
     """
     groups, clusters = groups.reshape(-1), clusters.reshape(-1).long()
-    lowest = groups.new_full((n_clusters,), torch.iinfo(groups.dtype).max)
-    lowest = lowest.scatter_reduce_(0, clusters, groups, "amin")
-    highest = groups.new_full((n_clusters,), -1).scatter_reduce_(0, clusters, groups, "amax")
-    return torch.where((lowest != highest)[clusters], clusters, n_clusters)
+    ends = [groups.new_full((n_clusters,), e).scatter_reduce_(0, clusters, groups, r)
+            for e, r in ((torch.iinfo(groups.dtype).max, "amin"), (-1, "amax"))]
+    return torch.where((ends[0] != ends[1])[clusters], clusters, n_clusters)
