@@ -2,8 +2,9 @@
 
 Usage::
 
-    python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 batches over the same cells
-                                                       # (--cells 100000: at atlas size)
+    python benchmarks/atlas.py batches --seeds 0       # 4 / 16 / 64 / 256 batches over the same
+                                                       # cells (--cells 100000: at atlas size;
+                                                       # --batch-effect 0.8: a stronger effect)
     python benchmarks/atlas.py null --seeds 0          # one batch split at random into 16 / 64
     python benchmarks/atlas.py mixes --seeds 0         # Dirichlet mixes, two exclusive types
     python benchmarks/atlas.py many_types --seeds 0    # the same with 32 types, 8 exclusive
@@ -127,16 +128,19 @@ CONFIGS = {
 
 
 def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None,
-        types=None, n_cells=N_CELLS, batch_size=128):
+        types=None, n_cells=N_CELLS, batch_size=128, batch_effect=0.3):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
     # (data names say what differs from the defaults; cells apply to simulated sets only)
     bs_suffix = "" if batch_size == 128 else f"_bs{batch_size}"
     suffix = ("" if n_cells == N_CELLS else f"_{n_cells}") + bs_suffix
+    if batch_effect != 0.3:  # (the pancreas experiment names its own two)
+        suffix = f"_e{batch_effect:g}" + suffix
     for seed in seeds:
         if experiment == "batches":
-            sets = [(f"sim_B{b}{suffix}", simulate(b, seed, n_cells=n_cells))
+            sets = [(f"sim_B{b}{suffix}", simulate(b, seed, n_cells=n_cells,
+                                                   batch_effect=batch_effect))
                     for b in sizes or (4, 16, 64, 256)]
         elif experiment == "mixes":
             sets = [(f"mixes_B{b}{suffix}", simulate(b, seed, mixes=True, n_cells=n_cells))
@@ -218,16 +222,20 @@ def main():
     parser.add_argument("--cells", type=int, default=N_CELLS,
                         help="cells of the simulated data sets (" + ", ".join(SIMULATED) + ")")
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch size of every fit")
+    parser.add_argument("--batch-effect", type=float, default=0.3,
+                        help="the simulated batch effect of the `batches` experiment")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     if args.cells != N_CELLS and args.experiment not in SIMULATED:
         parser.error(f"--cells applies to the simulated data sets only ({', '.join(SIMULATED)})")
+    if args.batch_effect != 0.3 and args.experiment != "batches":
+        parser.error("--batch-effect applies to the `batches` experiment only")
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
         [float(w) for w in args.fixed.split(",") if w],
         [c for c in args.configs.split(";") if c], args.tag, args.scib,
         [int(b) for b in args.sizes.split(",") if b], [int(t) for t in args.types.split(",") if t],
-        args.cells, args.batch_size)
+        args.cells, args.batch_size, args.batch_effect)
 
 
 if __name__ == "__main__":
