@@ -140,8 +140,8 @@ def test_shared_strata_keep_shared_clusters_and_pool_the_others():
     for n_batches in (2, 7, 300):
         groups = torch.randint(n_batches, (64,), generator=generator)
         clusters = torch.randint(12, (64,), generator=generator)
-        expected = [c if any(g != h for h, d in zip(groups, clusters) if d == c) else 16
-                    for g, c in zip(groups.tolist(), clusters.tolist())]
+        pairs = list(zip(groups.tolist(), clusters.tolist()))
+        expected = [c if any(h != g for h, d in pairs if d == c) else 16 for g, c in pairs]
         assert shared_strata(groups, clusters, 16).tolist() == expected
 
 
