@@ -44,12 +44,14 @@ from common import (
 OUT = RESULTS / "atlas"
 #: cells of every simulated data set unless ``--cells`` says otherwise
 N_CELLS = 6000
+#: the batch effect of every simulated data set unless ``--batch-effect`` (or ``pancreas``) says
+BATCH_EFFECT = 0.3
 #: simulated data sets (``--cells`` applies to them)
 SIMULATED = ("batches", "null", "mixes", "many_types", "pancreas")
 
 
 def simulate(n_batches: int, seed: int, mixes: bool = False, n_cells: int = N_CELLS,
-             n_types: int = 8, batch_effect: float = 0.3, alpha: float = 0.7,
+             n_types: int = 8, batch_effect: float = BATCH_EFFECT, alpha: float = 0.7,
              exclusive: bool = True):
     from scvi_mmd.data import simulate_batches
 
@@ -128,14 +130,14 @@ CONFIGS = {
 
 
 def run(experiment, seeds, epochs, fixed, config_names, tag="", scib=False, sizes=None,
-        types=None, n_cells=N_CELLS, batch_size=128, batch_effect=0.3):
+        types=None, n_cells=N_CELLS, batch_size=128, batch_effect=BATCH_EFFECT):
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     path = OUT / f"{experiment}{tag}.csv"
     # (data names say what differs from the defaults; cells apply to simulated sets only)
     bs_suffix = "" if batch_size == 128 else f"_bs{batch_size}"
     suffix = ("" if n_cells == N_CELLS else f"_{n_cells}") + bs_suffix
-    if batch_effect != 0.3:  # (the pancreas experiment names its own two)
+    if batch_effect != BATCH_EFFECT:  # (the pancreas experiment names its own two)
         suffix = f"_e{batch_effect:g}" + suffix
     for seed in seeds:
         if experiment == "batches":
@@ -222,14 +224,14 @@ def main():
     parser.add_argument("--cells", type=int, default=N_CELLS,
                         help="cells of the simulated data sets (" + ", ".join(SIMULATED) + ")")
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch size of every fit")
-    parser.add_argument("--batch-effect", type=float, default=0.3,
+    parser.add_argument("--batch-effect", type=float, default=BATCH_EFFECT,
                         help="the simulated batch effect of the `batches` experiment")
     parser.add_argument("--scib", action="store_true",
                         help="also Harmony and scib-metrics (one Benchmarker call per data set)")
     args = parser.parse_args()
     if args.cells != N_CELLS and args.experiment not in SIMULATED:
         parser.error(f"--cells applies to the simulated data sets only ({', '.join(SIMULATED)})")
-    if args.batch_effect != 0.3 and args.experiment != "batches":
+    if args.batch_effect != BATCH_EFFECT and args.experiment != "batches":
         parser.error("--batch-effect applies to the `batches` experiment only")
     run(args.experiment, [int(s) for s in args.seeds.split(",")], args.epochs,
         [float(w) for w in args.fixed.split(",") if w],

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 import warnings
 
@@ -103,8 +104,6 @@ def step_times(n_cells: int, n_batches: int, batch_size: int, epochs: int, steps
 
 def scvi_epoch_step_ms(model, batch_size: int, device: str, rounds: int) -> float:
     """Median over ``rounds`` one-epoch trainings of SCVI's epoch time per step (ms)."""
-    import math
-
     from speed import EpochTimer
 
     timer = EpochTimer()
