@@ -80,22 +80,28 @@ def test_pooled_is_zero_in_expectation_for_identical_batches():
     assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))
 
 
-def test_pooled_mutual_neighbours_match_a_loop():
+@pytest.mark.parametrize("ties", [False, True])
+def test_pooled_mutual_neighbours_match_a_loop(ties):
     gen = torch.Generator().manual_seed(6)
     z = torch.randn(30, 2, generator=gen)
     groups = torch.randint(0, 4, (30,), generator=gen)
+    if ties:  # duplicated codes (e.g. cells with the same counts): equal distances
+        z[10:20] = z[:10]
     neg_sq = -torch.cdist(z, z).square()
     k = 3
     got = mutual_neighbours_pooled(groups, neg_sq, k)
-    d = torch.cdist(z, z)
+    d = torch.cdist(z, z).square()
 
-    def nearest(i):
+    def nearest(i):  # the cells at the k smallest distinct distances, ties included
         other = [j for j in range(30) if groups[j] != groups[i]]
-        return set(sorted(other, key=lambda j: float(d[i, j]))[:k])
+        kth = sorted({float(d[i, j]) for j in other})[:k][-1]
+        return {j for j in other if float(d[i, j]) <= kth}
 
     near = [nearest(i) for i in range(30)]
     expected = [any(i in near[j] for j in near[i]) for i in range(30)]
     assert got.tolist() == expected
+    if ties:  # the ties matter here: the first k of a sort would keep fewer cells
+        assert max(len(v) for v in near) > k
 
 
 def test_online_kmeans_finds_separated_clusters():
@@ -109,6 +115,20 @@ def test_online_kmeans_finds_separated_clusters():
     assert sorted(found.tolist()) == [0, 1, 2]  # one centroid per cluster
     with pytest.raises(ValueError, match="mmd_clusters"):
         OnlineKMeans(0, 2)
+
+
+def test_online_kmeans_follows_a_loaded_state():
+    codes = torch.randn(20, 2, generator=torch.Generator().manual_seed(9))
+    kmeans = OnlineKMeans(3, 2)
+    kmeans.update(codes)
+    assert kmeans.is_shared and kmeans.filled.all()
+    unseeded = OnlineKMeans(3, 2)
+    unseeded.shared.fill_(False)
+    kmeans.load_state_dict(unseeded.state_dict())
+    assert not kmeans.is_shared  # not the host copy of the state before
+    assert not kmeans.filled.any()
+    kmeans.update(codes)  # seeded again, not compared with empty centroids
+    assert kmeans.filled.all() and kmeans.centroids.abs().sum() > 0
 
 
 @pytest.mark.parametrize("guard", [True, False])

@@ -26,15 +26,14 @@ def median_heuristic_gamma(z: torch.Tensor, groups: torch.Tensor | None = None,
     sq = (diff * diff).sum(-1)
     median = sq.median(dim=-1).values
     if groups is not None:
-        groups = groups.reshape(-1)
-        order = torch.sort(groups, stable=True).indices
-        z, groups = z[..., order, :], groups[order]
-        same = groups[1:] == groups[:-1]
+        groups, order = torch.sort(groups.reshape(-1), stable=True)
+        z = z[..., order, :]
+        across = groups[1:] != groups[:-1]
         if ignore is not None:
-            same = same & (groups[1:] != ignore)
+            across |= groups[1:] == ignore
         step = z[..., 1:, :] - z[..., :-1, :]
         within = (step * step).sum(-1)
         # NaN marks pairs across groups; nanmedian skips them without a host synchronisation
-        within = within.masked_fill(~same, float("nan")).nanmedian(dim=-1).values
+        within = within.masked_fill_(across, float("nan")).nanmedian(dim=-1).values
         median = torch.where(within.isnan(), median, within)
     return 0.5 / median.clamp_min(torch.finfo(z.dtype).tiny ** 0.5)

@@ -40,8 +40,8 @@ def _neg_scaled_sq_distances(x: torch.Tensor, y: torch.Tensor, gamma: float,
     x = x - shift
     x_sq = (x * x).sum(-1, keepdim=True)  # (x * x, not x.square(): pow is slow on CPU)
     if same:  # 2 g x.x' - g |x|^2 - g |x'|^2, with exact zeros on the diagonal
-        neg_sq = (x @ x.transpose(-1, -2)) * (2.0 * gamma) - gamma * x_sq
-        neg_sq = neg_sq - gamma * x_sq.transpose(-1, -2)
+        neg_sq = (x @ x.transpose(-1, -2)).mul_(2.0 * gamma).sub_(gamma * x_sq)
+        neg_sq.sub_(gamma * x_sq.transpose(-1, -2))  # (in place: one n x n buffer)
         neg_sq.diagonal(dim1=-2, dim2=-1).zero_()  # (the Gram form leaves ~eps ||x||^2)
     else:
         y = y - shift
@@ -101,18 +101,16 @@ def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
         g0 = gammas[0]
         # N <= 0, so k <= 1; rounding of the Gram form can give N slightly > 0. The clamp is
         # on k (in place) and, unlike clamping N, passes the gradient through.
-        power = torch.exp(neg_sq * g0).clamp_(max=1.0)
-        kernel = power
+        power = torch.mul(neg_sq, g0).exp_().clamp_(max=1.0)
         grad = power * (grad_scale * scale) if need_grad else None
-        for step, (previous, k) in enumerate(zip(ladder, ladder[1:])):
-            for _ in range(k - previous):  # exp(2 a) = exp(a)^2
-                power = power * power  # (a plain product; Tensor.square is slower on CPU)
-            kernel = kernel + power if step == 0 else kernel.add_(power)
+        kernel = current = power  # (in place from here: fresh n x n buffers cost time)
+        for previous, k in zip(ladder, ladder[1:]):
+            for _ in range(k - previous):  # exp(2 a) = exp(a)^2 (a plain product: faster)
+                current = current * current if current is power else current.mul_(current)
+            kernel.add_(current)
             if need_grad:
-                grad.add_(power, alpha=grad_scale * scale * 2.0**k)
-        if need_grad:
-            grad.mul_(g0)
-        return kernel.mul_(scale), grad
+                grad.add_(current, alpha=grad_scale * scale * 2.0**k)
+        return kernel.mul_(scale), (grad.mul_(g0) if need_grad else None)
     kernel = grad = None
     for i, g in enumerate(gammas):
         power = torch.exp(neg_sq if isinstance(g, float) and g == 1.0 else neg_sq * g)

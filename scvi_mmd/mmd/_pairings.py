@@ -176,20 +176,21 @@ def pooled_weights(groups: torch.Tensor, strata: torch.Tensor | None = None,
         together = key[:, None] == key[None, :]
     same = groups[:, None] == groups[None, :]
     if together is not None:
-        same = same & together
+        same &= together
     # cells of my batch (and stratum), myself included: with the U-statistic a batch of one
     # cell has no within-batch estimate and is left out; a left-out cell, alone in its stratum,
     # has no other batch there and so weight 0 with either statistic
     count = same.sum(1).to(dtype)
-    used_dt = (count >= 2 if unbiased else count >= 1).to(dtype)
-    in_stratum = used_dt.sum().expand(n) if together is None else together.to(dtype) @ used_dt
+    used = count >= 2 if unbiased else count >= 1
+    used_dt = used.to(dtype)
+    in_stratum = used_dt.sum().expand(n) if together is None else (together & used).sum(1)
     others = (in_stratum - count) * used_dt  # used cells of other batches in my stratum
     z = 0.5 * others.sum()
     within = others / (count - 1 if unbiased else count).clamp_min(1.0)
     pair = used_dt[:, None] * used_dt[None, :]
     if together is not None:
-        pair = pair * together
-    weights = torch.where(same, within[:, None], -1.0) * pair
+        pair.mul_(together)
+    weights = torch.where(same, within[:, None], -1.0).mul_(pair)  # (in place: fewer buffers)
     if unbiased:
         weights.fill_diagonal_(0.0)
-    return weights / z.clamp_min(1.0)
+    return weights.div_(z.clamp_min(1.0))

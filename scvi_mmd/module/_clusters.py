@@ -40,7 +40,8 @@ class OnlineKMeans(nn.Module):
         centroids = self.centroids
         # ||z - c||^2 less ||z||^2 (the same for every centroid of a code): one matrix product
         d2 = torch.addmm((centroids * centroids).sum(1), z, centroids.T, alpha=-2.0)
-        return d2.masked_fill(~self.filled[None, :], float("inf")).argmin(dim=1)
+        unfilled = None if self._seeded else ~self.filled[None, :]  # (seeded: all filled)
+        return (d2 if unfilled is None else d2.masked_fill(unfilled, float("inf"))).argmin(1)
 
     @torch.no_grad()
     def update(self, z: torch.Tensor) -> torch.Tensor:
@@ -83,6 +84,10 @@ class OnlineKMeans(nn.Module):
             self.pure_share.fill_(share)
             self.shared.fill_(share < 0.5)
             self._shared = share < 0.5
+
+    def _load_from_state_dict(self, *args, **kwargs):  # (host copies: read again when needed)
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seeded, self._shared = False, None
 
     @property
     def is_shared(self) -> bool:

@@ -52,17 +52,13 @@ def mutual_neighbours(z: torch.Tensor, groups: torch.Tensor, n_groups: int, n_ne
     ``n_neighbors`` cells of the other's group nearest to it. ``z`` ``(n, d)`` (or ``(s, n, d)``,
     first sample); ``neg_sq``: ``-||z_i - z_j||^2`` if the caller has it.
     """
-    z = z.detach()
-    while z.dim() > 2:
-        z = z[0]
+    z = z.detach().reshape(-1, *z.shape[-2:])[0]
     groups = groups.reshape(-1).long()
     n = z.shape[0]
     if neg_sq is None:
         dist = squared_distances(z, z)
-    else:
-        while neg_sq.dim() > 2:
-            neg_sq = neg_sq[0]
-        dist = -neg_sq.detach()  # a new tensor: the caller's is not changed below
+    else:  # (a new tensor: the caller's is not changed below)
+        dist = -neg_sq.detach().reshape(-1, *neg_sq.shape[-2:])[0]
     dist.fill_diagonal_(float("inf"))
     # (not one_hot: it checks the codes' range on the host, a sync on GPUs)
     member = groups[:, None] == torch.arange(n_groups, device=groups.device)  # (n, G)
@@ -97,18 +93,18 @@ def mutual_neighbours_pooled(groups: torch.Tensor, neg_sq: torch.Tensor,
                              n_neighbors: int) -> torch.Tensor:
     """``(n,)``: whether each cell has a mutual ``n_neighbors``-nearest neighbour among the
     cells of all other batches, pooled; ``neg_sq`` ``(n, n)`` (or ``(s, n, n)``, first sample).
+    Equal distances count once: the cells at the ``n_neighbors`` smallest distinct distances.
     """
-    while neg_sq.dim() > 2:
-        neg_sq = neg_sq[0]
-    groups = groups.reshape(-1)
+    neg_sq, groups = neg_sq.detach().reshape(-1, *neg_sq.shape[-2:])[0], groups.reshape(-1)
     n = groups.shape[0]
-    other = groups[:, None] != groups[None, :]
+    same = groups[:, None] == groups[None, :]
     k = min(n_neighbors, n - 1)
     if k < 1:
         return torch.zeros(n, dtype=torch.bool, device=groups.device)
-    score = neg_sq.detach().masked_fill(~other, float("-inf"))
-    top = score.topk(k, dim=-1).indices  # (n, k): nearest cells of other batches
-    near = torch.zeros(n, n, dtype=torch.bool, device=groups.device)
-    near.scatter_(1, top, True)
-    near = near & other  # a row with fewer than k other-batch cells picked some of its own
+    # the k-th largest distinct score of each row: k - 1 rounds of removing the maximum
+    score = neg_sq.masked_fill(same, float("-inf"))  # (cheaper than topk on small rows)
+    for _ in range(k - 1):
+        score.masked_fill_(score == score.amax(1, keepdim=True), float("-inf"))
+    # (a row with fewer than k cells of other batches: its k-th is -inf, all of them near)
+    near = (neg_sq >= score.amax(1, keepdim=True)) & ~same
     return (near & near.T).any(dim=1)
