@@ -208,3 +208,36 @@ def test_the_default_guard_checks_only_the_cells_of_unshared_clusters(seed):
         expected = _slow_pooled(z[kept], groups[kept], 1.0, strata=strata[kept])
         assert values[guard] == pytest.approx(expected, rel=1e-9)
     assert len({round(v, 12) for v in values.values()}) == 3  # three different selections
+
+
+@pytest.mark.parametrize("mode, stray, guard_runs", [
+    ("unbiased", 0, False), ("unbiased", 1, False), ("normal", 1, True), ("unbiased", 2, True)])
+def test_the_guard_is_skipped_only_where_it_changes_no_weight(mode, stray, guard_runs):
+    from scvi_mmd.module import MMDPenalty
+    from scvi_mmd.module._clusters import shared_strata
+
+    gen = torch.Generator().manual_seed(4)
+    centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [20.0, 20.0], [-20.0, 0.0]],
+                           dtype=torch.float64)
+    cluster = torch.randint(0, 3, (60,), generator=gen)
+    cluster[:stray] = 3  # cells of batch 1 alone in cluster 3, far from everything
+    z = centres[cluster] + torch.randn(60, 2, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 3, (60,), generator=gen)
+    groups[cluster == 2], groups[cluster == 3] = 0, 1  # clusters one batch alone has
+    penalty = MMDPenalty(3, mode=mode, pairs="pooled", clusters=4, n_latent=2,
+                         kernel_gamma=1.0).double().eval()
+    penalty.clusters.centroids.copy_(centres)
+    penalty.clusters.filled.fill_(True)
+    calls = []
+    keep_pooled = penalty.selector.keep_pooled
+    penalty.selector.keep_pooled = lambda *a: calls.append(1) or keep_pooled(*a)
+    value = float(penalty(z, groups))
+    assert bool(calls) == guard_runs
+    strata = shared_strata(groups, penalty.clusters.assign(z), 4)
+    unmatched = ~mutual_neighbours_pooled(groups, -torch.cdist(z, z).square(), 3) & (strata == 4)
+    assert unmatched[cluster >= 2].all()  # the unshared cells have no mutual neighbour
+    kept = ~unmatched
+    expected = _slow_pooled(z[kept], groups[kept], 1.0, mode == "unbiased", strata[kept])
+    assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    if guard_runs:  # the guard matters there: without it the unshared cells would count
+        assert _slow_pooled(z, groups, 1.0, mode == "unbiased", strata) != pytest.approx(expected)

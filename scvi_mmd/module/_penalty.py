@@ -194,7 +194,7 @@ class MMDPenalty(nn.Module):
 
         ``with_null``: also the null (:meth:`null`) from the same kernel pass, as a pair.
         """
-        groups = batch_index.reshape(-1).long()
+        groups, unbiased = batch_index.reshape(-1).long(), self.mode == "unbiased"
         neg_sq = _neg_sq_distances(z)
         assigned = strata = None
         if self.clusters is not None and self.clusters.is_shared:
@@ -214,15 +214,15 @@ class MMDPenalty(nn.Module):
             ignore, checked = padding, None
             if self.guard_unshared_only and strata is not None:
                 checked = strata == self.clusters.n_clusters
-            # (on the CPU, skipped when no cell is to be checked: a host read costs nothing)
-            if self.selector is not None and (
-                    checked is None or checked.device.type != "cpu" or bool(checked.any())):
+            # (on the CPU, where a host read costs nothing, skipped unless the checked cells hold
+            # two batches of 2 cells (1 for the V-statistic): else they form no pair anyway)
+            if self.selector is not None and (checked is None or checked.device.type != "cpu" or
+                                              (codes[checked].bincount() > unbiased).sum() >= 2):
                 unmatched = ~self.selector.keep_pooled(codes, neg_sq)
-                if checked is not None:
-                    unmatched = unmatched & checked
+                unmatched = unmatched if checked is None else unmatched & checked
                 ignore = unmatched if ignore is None else ignore | unmatched
             return pooled_weights(codes, strata=strata, ignore=ignore, dtype=z.dtype,
-                                  unbiased=self.mode == "unbiased")
+                                  unbiased=unbiased)
 
         extra = None
         if with_null:  # the strata depend on the labels: the null's come from its own
