@@ -458,7 +458,8 @@ def test_conditional_gradient_and_pairings():
 
 @pytest.mark.parametrize(
     "gamma",
-    [0.7, [0.25, 0.5, 1.0, 2.0, 4.0], [0.3, 1.1, 2.9], "per-sample ladder", "per-sample other"],
+    [0.7, [0.25, 0.5, 1.0, 2.0, 4.0], [0.3, 1.1, 2.9], "per-sample ladder", "per-sample other",
+     [0.5, 0.5, 1.0], [0.25, 1.0, 1.0, 8.0]],  # ladders with a scale twice and steps of 2^k
 )
 @pytest.mark.parametrize("n", [5, 700])  # 700 cells: several row blocks of the fused loop
 def test_weighted_kernel_sum_matches_autograd_reference(gamma, n):

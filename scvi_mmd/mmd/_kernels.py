@@ -107,7 +107,7 @@ def _kernel_and_grad(neg_sq, gammas, ladder, grad_scale=None):
         for previous, k in zip(ladder, ladder[1:]):
             for _ in range(k - previous):  # exp(2 a) = exp(a)^2 (a plain product: faster)
                 current = current * current if current is power else current.mul_(current)
-            kernel.add_(current)
+            kernel = kernel + current if kernel is current else kernel.add_(current)
             if need_grad:
                 grad.add_(current, alpha=grad_scale * scale * 2.0**k)
         return kernel.mul_(scale), (grad.mul_(g0) if need_grad else None)

@@ -94,6 +94,7 @@ def mutual_neighbours_pooled(groups: torch.Tensor, neg_sq: torch.Tensor,
     """``(n,)``: whether each cell has a mutual ``n_neighbors``-nearest neighbour among the
     cells of all other batches, pooled; ``neg_sq`` ``(n, n)`` (or ``(s, n, n)``, first sample).
     Equal distances count once: the cells at the ``n_neighbors`` smallest distinct distances.
+    Cost ``O(n_neighbors n^2)``.
     """
     neg_sq, groups = neg_sq.detach().reshape(-1, *neg_sq.shape[-2:])[0], groups.reshape(-1)
     n = groups.shape[0]
