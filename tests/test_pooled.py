@@ -92,16 +92,20 @@ def test_pooled_mutual_neighbours_match_a_loop(ties):
     got = mutual_neighbours_pooled(groups, neg_sq, k)
     d = torch.cdist(z, z).square()
 
-    def nearest(i):  # the cells at the k smallest distinct distances, ties included
+    def nearest(i):  # the cells as near as the k-th nearest, ties at it included
         other = [j for j in range(30) if groups[j] != groups[i]]
-        kth = sorted({float(d[i, j]) for j in other})[:k][-1]
+        kth = sorted(float(d[i, j]) for j in other)[k - 1]
         return {j for j in other if float(d[i, j]) <= kth}
 
     near = [nearest(i) for i in range(30)]
     expected = [any(i in near[j] for j in near[i]) for i in range(30)]
     assert got.tolist() == expected
-    if ties:  # the ties matter here: the first k of a sort would keep fewer cells
+    if ties:  # the ties matter here: topk's first k would keep fewer cells
         assert max(len(v) for v in near) > k
+        # k = 1: two cells at one place, equally near a cell of another batch, both match it
+        z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
+        got = mutual_neighbours_pooled(torch.tensor([0, 1, 1, 0]), -torch.cdist(z, z).square(), 1)
+        assert got.tolist() == [True, True, True, False]
 
 
 def test_online_kmeans_finds_separated_clusters():

@@ -93,8 +93,8 @@ def mutual_neighbours_pooled(groups: torch.Tensor, neg_sq: torch.Tensor,
                              n_neighbors: int) -> torch.Tensor:
     """``(n,)``: whether each cell has a mutual ``n_neighbors``-nearest neighbour among the
     cells of all other batches, pooled; ``neg_sq`` ``(n, n)`` (or ``(s, n, n)``, first sample).
-    Equal distances count once: the cells at the ``n_neighbors`` smallest distinct distances.
-    Cost ``O(n_neighbors n^2)``.
+    Cells as far as the ``n_neighbors``-th nearest are all near (ties included, as in
+    :func:`mutual_neighbours`). Cost ``O(n_neighbors n^2)``.
     """
     neg_sq, groups = neg_sq.detach().reshape(-1, *neg_sq.shape[-2:])[0], groups.reshape(-1)
     n = groups.shape[0]
@@ -102,10 +102,10 @@ def mutual_neighbours_pooled(groups: torch.Tensor, neg_sq: torch.Tensor,
     k = min(n_neighbors, n - 1)
     if k < 1:
         return torch.zeros(n, dtype=torch.bool, device=groups.device)
-    # the k-th largest distinct score of each row: k - 1 rounds of removing the maximum
+    # the k-th largest score of each row: k - 1 rounds of removing one maximum
     score = neg_sq.masked_fill(same, float("-inf"))  # (cheaper than topk on small rows)
     for _ in range(k - 1):
-        score.masked_fill_(score == score.amax(1, keepdim=True), float("-inf"))
+        score.scatter_(1, score.argmax(1, keepdim=True), float("-inf"))
     # (a row with fewer than k cells of other batches: its k-th is -inf, all of them near)
     near = (neg_sq >= score.amax(1, keepdim=True)) & ~same
     return (near & near.T).any(dim=1)
