@@ -40,8 +40,7 @@ class OnlineKMeans(nn.Module):
         centroids = self.centroids
         # ||z - c||^2 less ||z||^2 (the same for every centroid of a code): one matrix product
         d2 = torch.addmm((centroids * centroids).sum(1), z, centroids.T, alpha=-2.0)
-        unfilled = None if self._seeded else ~self.filled[None, :]  # (seeded: all filled)
-        return (d2 if unfilled is None else d2.masked_fill(unfilled, float("inf"))).argmin(1)
+        return d2.masked_fill(~self.filled[None, :], float("inf")).argmin(dim=1)
 
     @torch.no_grad()
     def update(self, z: torch.Tensor) -> torch.Tensor:
@@ -128,6 +127,7 @@ def shared_strata(groups: torch.Tensor, clusters: torch.Tensor, n_clusters: int)
     first left alone. ``O(n)``: shared when its cells' lowest and highest batch differ.
     """
     groups, clusters = groups.reshape(-1), clusters.reshape(-1).long()
-    ends = [groups.new_full((n_clusters,), e).scatter_reduce_(0, clusters, groups, r)
-            for e, r in ((torch.iinfo(groups.dtype).max, "amin"), (-1, "amax"))]
-    return torch.where((ends[0] != ends[1])[clusters], clusters, n_clusters)
+    lowest = groups.new_full((n_clusters,), torch.iinfo(groups.dtype).max)
+    lowest = lowest.scatter_reduce_(0, clusters, groups, "amin")
+    highest = groups.new_full((n_clusters,), -1).scatter_reduce_(0, clusters, groups, "amax")
+    return torch.where((lowest != highest)[clusters], clusters, n_clusters)
