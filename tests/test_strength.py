@@ -43,6 +43,25 @@ def test_baseline_target_and_a_weight_that_rises_then_falls():
     assert below[-1] == 0.0 and float(controller.weight) == 0.0
 
 
+def test_late_rise_tells_a_weight_still_rising_at_the_end():
+    def controller_after(values):
+        controller = StrengthController(0.5, min_warmup_steps=20)
+        controller.start(200)
+        run(controller, [0.4] * 20, [0.01, -0.01] * 10)  # D0 0.4, nu > 0: control
+        run(controller, values)
+        return controller
+
+    assert math.isnan(StrengthController(0.5).late_rise())  # no control step seen
+    rising = controller_after([0.4] * 180)  # above target to the end: one push up per step
+    quarter = math.ceil(0.25 * 200)  # the weight `quarter` steps before the end, then the end
+    assert rising.late_rise() == pytest.approx(math.exp(rising.rate * quarter))
+    assert rising.late_rise() >= math.e
+    settled = controller_after([0.4] * 80 + [0.0] * 100)  # the target reached: it falls
+    assert settled.late_rise() < 1.0
+    late = controller_after([0.0] * 140 + [0.4] * 40)  # pushed up from 0 in the last quarter
+    assert late.late_rise() == pytest.approx(late.current_weight / late.min_weight)  # (floor)
+
+
 def test_weight_is_capped():
     controller = StrengthController(1.0, max_weight=50.0)
     controller.start(1000)

@@ -154,9 +154,8 @@ def atomic_write_h5ad(adata, out: Path) -> None:
 def demo_data(seed: int):
     from scvi_mmd.data import simulate_batches
 
-    return simulate_batches(
-        n_cells=1500, n_genes=500, n_batches=3, n_cell_types=4, batch_effect=0.6, seed=seed
-    )
+    return simulate_batches(n_cells=1500, n_genes=500, n_batches=3, n_cell_types=4,
+                            batch_effect=0.6, seed=seed)
 
 
 def hvg_subset(adata, n_top_genes: int, batch_key: str, layer: str | None):

@@ -37,19 +37,10 @@ def sweep(args) -> int:
         except ValueError as error:
             raise InputError(f"{name}: {error}") from None
     results = benchmark.run_sweep(
-        adata,
-        batch_key=args.batch_key,
-        labels_key=args.labels_key,
-        layer=args.layer,
-        weights=args.weights,
-        strengths=args.strengths,
-        modes=modes,
-        seeds=seeds,
-        baselines=baselines,
-        n_top_genes=args.n_top_genes,
-        max_epochs=args.max_epochs,
-        accelerator=args.accelerator,
-        output_dir=out_dir,
+        adata, batch_key=args.batch_key, labels_key=args.labels_key, layer=args.layer,
+        weights=args.weights, strengths=args.strengths, modes=modes, seeds=seeds,
+        baselines=baselines, n_top_genes=args.n_top_genes, max_epochs=args.max_epochs,
+        accelerator=args.accelerator, output_dir=out_dir,
     )
     print(results.to_string(index=False, float_format="%.3f"))
     print(f"wrote {out_dir / 'results.csv'} and plots in {out_dir}")

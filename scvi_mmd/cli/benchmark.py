@@ -80,10 +80,8 @@ def fit_harmony(adata, batch_key, key="X_harmony", seed=0) -> float:
     import harmonypy
 
     start = time.perf_counter()
-    result = harmonypy.run_harmony(
-        np.asarray(adata.obsm["X_pca"]), adata.obs, [batch_key], random_state=seed,
-        verbose=False,
-    )
+    result = harmonypy.run_harmony(np.asarray(adata.obsm["X_pca"]), adata.obs, [batch_key],
+                                   random_state=seed, verbose=False)
     corrected = np.asarray(result.Z_corr)
     if corrected.shape[0] != adata.n_obs:
         corrected = corrected.T
@@ -113,15 +111,9 @@ def score(adata, batch_key: str, labels_key: str, keys: list[str], n_jobs: int =
     """scib-metrics Benchmarker (default metrics) on ``obsm[keys]``; one row per key."""
     from scib_metrics.benchmark import Benchmarker
 
-    bench = Benchmarker(
-        adata,
-        batch_key=batch_key,
-        label_key=labels_key,
-        embedding_obsm_keys=keys,
-        pre_integrated_embedding_obsm_key="X_pca",
-        n_jobs=n_jobs,
-        progress_bar=False,
-    )
+    bench = Benchmarker(adata, batch_key=batch_key, label_key=labels_key,
+                        embedding_obsm_keys=keys, pre_integrated_embedding_obsm_key="X_pca",
+                        n_jobs=n_jobs, progress_bar=False)
     bench.benchmark()
     table = bench.get_results(min_max_scale=False)
     table = table.drop(index="Metric Type", errors="ignore").astype(float)

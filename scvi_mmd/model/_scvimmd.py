@@ -132,16 +132,10 @@ use_observed_lib_size, latent_distribution
             n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, dropout_rate=dropout_rate,
             dispersion=dispersion, gene_likelihood=gene_likelihood,
             use_observed_lib_size=use_observed_lib_size, latent_distribution=latent_distribution,
-            mmd_strength=mmd_strength,
-            mmd_weight=mmd_weight,
-            mmd_mode=mmd_mode,
-            mmd_pairs=mmd_pairs,
-            mmd_clusters=mmd_clusters,
-            mmd_kernel_gamma=mmd_kernel_gamma,
-            mmd_guard=mmd_guard,
-            mmd_conditional=mmd_conditional,
-            mmd_unlabeled_code=unlabeled_code,
-            **kwargs,
+            mmd_strength=mmd_strength, mmd_weight=mmd_weight, mmd_mode=mmd_mode,
+            mmd_pairs=mmd_pairs, mmd_clusters=mmd_clusters, mmd_kernel_gamma=mmd_kernel_gamma,
+            mmd_guard=mmd_guard, mmd_conditional=mmd_conditional,
+            mmd_unlabeled_code=unlabeled_code, **kwargs,
         )
         n_batch = self.summary_stats.n_batch
         if n_batch < 2:

@@ -18,6 +18,8 @@ differ (``s = 1``), on a log scale: ``target = nu * (D0 / nu) ** (1 - s)``.
    first push, is capped at ``max_weight``, returns to 0 below ``min_weight``. The null is
    then read on one step in ``null_every``, ``D`` using its moving average; after the
    training plan's restart (the warm-up split the batches), at :meth:`restart`'s weight.
+4. **Still rising at the end** (:meth:`late_rise` >= e): ``D`` stayed above target, as where
+   only merging cell types removes it (many types, mixes that differ); the plan warns.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class StrengthController(WeightRule):
         self._decide_at = self.warmup_steps
         self.total_steps = total
         self._set_rate()
-        self.step, self._warm = 0, []
+        self.step, self._warm, self._weights = 0, [], []  # (the weight after each control step)
         self._mean = self._var = self._null_mean = 0.0
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
@@ -120,7 +122,18 @@ class StrengthController(WeightRule):
             self._null_mean += self.ema * (null - self._null_mean)
         discrepancy = mmd - self._null_mean
         self._update_weight(discrepancy)
+        self._weights.append(self.current_weight)
         return discrepancy
+
+    def late_rise(self, share: float = 0.25) -> float:
+        """The weight's growth factor over the last ``share`` of the steps (each end at least
+        ``min_weight``); NaN without a control step in this process (e.g. a loaded model).
+        """
+        if not self._weights:
+            return math.nan
+        back = math.ceil(share * self.step)
+        then = self._weights[-back - 1] if back < len(self._weights) else 0.0
+        return max(self._weights[-1], self.min_weight) / max(then, self.min_weight)
 
     def restart(self) -> None:
         """The weight ``sqrt(min_weight * max_weight)`` (baseline, target kept) for a training

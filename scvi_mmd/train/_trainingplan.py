@@ -175,7 +175,7 @@ class MMDTrainingPlan(TrainingPlan):
         return super().validation_step(batch, batch_idx)
 
     def on_train_end(self):
-        """Warn when a strength controller never left its warm-up."""
+        """Warn when a strength controller never left its warm-up or was still rising."""
         self._flush_observations()
         super().on_train_end()
         strength = self.module.strength
@@ -184,6 +184,14 @@ class MMDTrainingPlan(TrainingPlan):
                           f"and its warm-up alone takes {strength.warmup_steps}. The model "
                           "trained at weight 0, as scVI; train for more epochs or pass "
                           "`mmd_weight`.", UserWarning, stacklevel=settings.warnings_stacklevel)
+        elif strength is not None and (rise := strength.late_rise()) >= math.e:
+            warnings.warn(f"The MMD weight was still rising when the training ended (x{rise:.3g} "
+                          f"in the last quarter of the steps, to {strength.current_weight:.3g}), "
+                          "the discrepancy above its target. Where cell-type mixes differ between "
+                          "batches (many types especially), what is left may be composition that "
+                          "only merging types removes: check each type's purity; lower "
+                          "`mmd_strength` if one falls (docs: atlas).", UserWarning,
+                          stacklevel=settings.warnings_stacklevel)
 
     @torch.inference_mode()
     def compute_and_log_metrics(self, loss_output, metrics, mode):
