@@ -20,8 +20,9 @@ Usage::
 Per data set and seed, on the same genes and epochs: ``SCVI`` (weight 0), the default
 (``SCVIMMD(adata)``), the previous default (``mmd_pairs="sequential"``), fixed weights
 (``--fixed``, pooled) and, on real data, Harmony. Per embedding: kNN batch mixing (15
-neighbours), the purity of *every* cell type, the controller's phase and weight, fit seconds;
-for ``null``, the share of 15 neighbours kept from the SCVI fit (beside a second SCVI seed).
+neighbours), the purity of *every* cell type, the controller's phase, weight and
+``late_rise`` (the rise the end-of-training warning reads), fit seconds; for ``null``, the
+share of 15 neighbours kept from the SCVI fit (beside a second SCVI seed).
 Rows go to ``benchmarks/results/atlas/{experiment}.csv`` as they come.
 """
 
@@ -102,7 +103,8 @@ def evaluate(rows, experiment, data_name, seed, method, latent, adata, model=Non
     if state is not None:
         row.update(phase=state["phase"], D0=state["baseline"], D0_se=state["baseline_se"],
                    nu=state["null_noise"], final_weight=state["weight"],
-                   max_weight=float(np.max(np.asarray(model.history["mmd_weight_train"]))))
+                   max_weight=float(np.max(np.asarray(model.history["mmd_weight_train"]))),
+                   late_rise=model.module.strength.late_rise())  # (>= e: the warning)
     rows.append(row)
     short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
              if not k.startswith("purity_")}

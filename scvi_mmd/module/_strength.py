@@ -77,7 +77,8 @@ class StrengthController(WeightRule):
         self._decide_at = self.warmup_steps
         self.total_steps = total
         self._set_rate()
-        self.step, self._warm, self._weights = 0, [], []  # (the weight after each control step)
+        self.step, self._warm = 0, []
+        self._raised, self._raise = [], 0.0  # log-weight raised so far, after each control step
         self._mean = self._var = self._null_mean = 0.0
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
@@ -122,18 +123,18 @@ class StrengthController(WeightRule):
             self._null_mean += self.ema * (null - self._null_mean)
         discrepancy = mmd - self._null_mean
         self._update_weight(discrepancy)
-        self._weights.append(self.current_weight)
+        self._raised.append(self._raise)
         return discrepancy
 
     def late_rise(self, share: float = 0.25) -> float:
-        """The weight's growth factor over the last ``share`` of the steps (each end at least
-        ``min_weight``); NaN without a control step in this process (e.g. a loaded model).
+        """The factor the controller raised the weight by over the last ``share`` of the steps,
+        raises its cap held back included; NaN without a control step in this process.
         """
-        if not self._weights:
+        if not self._raised:
             return math.nan
         back = math.ceil(share * self.step)
-        then = self._weights[-back - 1] if back < len(self._weights) else 0.0
-        return max(self._weights[-1], self.min_weight) / max(then, self.min_weight)
+        return math.exp(self._raised[-1] - (self._raised[-back - 1] if back < len(self._raised)
+                                            else 0.0))
 
     def restart(self) -> None:
         """The weight ``sqrt(min_weight * max_weight)`` (baseline, target kept) for a training
@@ -159,6 +160,7 @@ class StrengthController(WeightRule):
             if push <= 0:
                 return
             self._log_weight = low
+        self._raise += self.rate * push  # (also what the cap holds back: see late_rise)
         self._log_weight = min(high, self._log_weight + self.rate * push)
         if self._log_weight <= low and push < 0:
             self._log_weight = None
