@@ -1,5 +1,5 @@
 """Atlas-shaped data end to end: many batches get corrected, random splits do not, shared
-types in different proportions keep their neighbourhoods."""
+types in different proportions keep their neighbourhoods, a weight still rising warns."""
 
 import warnings
 
