@@ -106,22 +106,40 @@ def test_a_weight_still_rising_at_the_end_warns(many_types):
     model, lost, messages = many_types
     assert lost, "the simulation no longer shows the limit this warning is for"
     assert model.module.strength.late_rise() >= np.e, model.mmd_strength_state
-    assert any("still rising when the training ended" in m for m in messages), messages
+    assert any("The MMD weight wound up" in m for m in messages), messages
 
 
-@_known_limit("when scVI's latent space puts the batches apart, the default drops its "
-              "clusters and mixes that differ push shared types into each other")
-def test_batches_apart_with_different_mixes_keep_their_types():
-    # shaped like a cell-line set: 5 batches, types 3 and 4 in the first three only, each batch
-    # its own mix, a batch effect larger than the types' (scVI mixes 0.000; seeds 0-2 at 30 and
-    # 40 epochs: 4-5 of 5 types fall over 0.02 below scVI's purity, up to 0.39; weight 233-1,000)
+@pytest.fixture(scope="module")
+def batches_apart():
+    """Shaped like a cell-line set: 5 batches, types 3 and 4 in the first three only, each batch
+    its own mix, a batch effect larger than the types' (scVI mixes 0.000; seeds 0-2 at 30 and
+    40 epochs: 4-5 of 5 types fall over 0.02 below scVI's purity, up to 0.39; weight 233-1,000).
+    The data, what :func:`_types_lost` returns and the warnings of the trainings.
+    """
     mixes = [[.4, .3, .1, .1, .1], [.1, .2, .3, .2, .2], [.2, .1, .1, .3, .3],
              [.6, .3, .1, 0, 0], [.1, .3, .6, 0, 0]]
     adata = simulate_batches(n_cells=1500, n_genes=200, n_batches=5, n_cell_types=5,
                              batch_effect=1.0, type_effect=1.5, type_proportions=mixes, seed=0)
-    model, lost, scvi_latent, latent = _types_lost(adata)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = _types_lost(adata)
+    return adata, fitted, [str(w.message) for w in caught]
+
+
+@_known_limit("when scVI's latent space puts the batches apart, the default drops its "
+              "clusters and mixes that differ push shared types into each other")
+def test_batches_apart_with_different_mixes_keep_their_types(batches_apart):
+    adata, (model, lost, scvi_latent, latent), _ = batches_apart
     if float(model.module.penalty.clusters.pure_share) < 0.5:  # the premise, not the limit
         pytest.fail("the clusters were kept: this simulation no longer tests the split regime")
     batches = adata.obs["batch"].to_numpy()
     mixed = batch_mixing(latent, batches, 15) > batch_mixing(scvi_latent, batches, 15) + 0.1
     assert mixed and not lost, lost  # corrects, and keeps every type
+
+
+def test_a_weight_at_its_cap_warns(batches_apart):
+    # there the weight runs to its cap of 1,000 while the types merge (docs: atlas)
+    _, (model, lost, *_), messages = batches_apart
+    assert lost, "the simulation no longer shows the limit this warning is for"
+    assert model.module.strength.reached_cap, model.mmd_strength_state
+    assert any("The MMD weight wound up" in m for m in messages), messages

@@ -18,8 +18,8 @@ differ (``s = 1``), on a log scale: ``target = nu * (D0 / nu) ** (1 - s)``.
    first push, is capped at ``max_weight``, returns to 0 below ``min_weight``. The null is
    then read on one step in ``null_every``, ``D`` using its moving average; after the
    training plan's restart (the warm-up split the batches), at :meth:`restart`'s weight.
-4. **Still rising at the end** (:meth:`late_rise` >= e): ``D`` stayed above target, as where
-   only merging cell types removes it (many types, mixes that differ); the plan warns.
+4. **Wound up** (:meth:`late_rise` >= e, or ``reached_cap``: at ``max_weight`` once): ``D``
+   stayed above target, as where only merging cell types removes it; the plan warns.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class StrengthController(WeightRule):
         self.total_steps = total
         self._set_rate()
         self.step, self._warm = 0, []
-        self._raised, self._raise = [], 0.0  # log-weight raised so far, after each control step
+        self._raised, self._raise, self.reached_cap = [], 0.0, False  # (see late_rise)
         self._mean = self._var = self._null_mean = 0.0
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
@@ -162,6 +162,7 @@ class StrengthController(WeightRule):
             self._log_weight = low
         self._raise += self.rate * push  # (also what the cap holds back: see late_rise)
         self._log_weight = min(high, self._log_weight + self.rate * push)
+        self.reached_cap |= self._log_weight >= high
         if self._log_weight <= low and push < 0:
             self._log_weight = None
         self._set(weight=self.current_weight)

@@ -175,7 +175,7 @@ class MMDTrainingPlan(TrainingPlan):
         return super().validation_step(batch, batch_idx)
 
     def on_train_end(self):
-        """Warn when a strength controller never left its warm-up or was still rising."""
+        """Warn when a strength controller never left its warm-up, or wound up."""
         self._flush_observations()
         super().on_train_end()
         strength = self.module.strength
@@ -184,14 +184,14 @@ class MMDTrainingPlan(TrainingPlan):
                           f"and its warm-up alone takes {strength.warmup_steps}. The model "
                           "trained at weight 0, as scVI; train for more epochs or pass "
                           "`mmd_weight`.", UserWarning, stacklevel=settings.warnings_stacklevel)
-        elif strength is not None and (rise := strength.late_rise()) >= math.e:
-            warnings.warn(f"The MMD weight was still rising when the training ended (x{rise:.3g} "
-                          f"in the last quarter of the steps, to {strength.current_weight:.3g}), "
-                          "the discrepancy above its target. Where cell-type mixes differ between "
-                          "batches (many types especially), what is left may be composition that "
-                          "only merging types removes: check each type's purity; lower "
-                          "`mmd_strength` if one falls (docs: atlas).", UserWarning,
-                          stacklevel=settings.warnings_stacklevel)
+        elif strength is not None and (strength.late_rise() >= math.e or strength.reached_cap):
+            cap = f", its cap {strength.max_weight:g} reached" if strength.reached_cap else ""
+            warnings.warn(f"The MMD weight wound up (x{strength.late_rise():.3g} over the last "
+                          f"quarter of the steps{cap}; now {strength.current_weight:.3g}): the "
+                          "discrepancy stayed above its target. Where cell-type mixes differ "
+                          "between batches, it may be composition only merging types removes: "
+                          "check each type's purity; lower `mmd_strength` if one falls (docs: "
+                          "atlas).", UserWarning, stacklevel=settings.warnings_stacklevel)
 
     @torch.inference_mode()
     def compute_and_log_metrics(self, loss_output, metrics, mode):
