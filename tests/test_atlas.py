@@ -24,15 +24,17 @@ def _fit(adata, epochs=30, **kwargs):
 
 
 def _types_lost(adata):
-    """The default's model, the types whose kNN purity fell > 0.02 below scVI's, and the
-    latents of scVI and of the default.
+    """The default's model, the types whose kNN purity fell > 0.02 below scVI's, the latents
+    of scVI and of the default, and the messages of the default's training warnings.
     """
     _, scvi_latent = _fit(adata, mmd_weight=0.0)
-    model, latent = _fit(adata)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, latent = _fit(adata)
     reference = purity_by_type(scvi_latent, adata.obs["cell_type"], 15)
     purity = purity_by_type(latent, adata.obs["cell_type"], 15)
     lost = {t: (v, purity[t]) for t, v in reference.items() if purity[t] < v - 0.02}
-    return model, lost, scvi_latent, latent
+    return model, lost, scvi_latent, latent, [str(w.message) for w in caught]
 
 
 def _known_limit(what: str):
@@ -82,28 +84,25 @@ def test_shared_types_in_different_proportions_keep_their_neighbourhoods():
 @pytest.fixture(scope="module")
 def many_types():
     """24 types over 8 batches with Dirichlet(0.7) mixes (a fixed weight of 3 kept every type):
-    the default's model, the types it lost and the warnings of its training.
+    what :func:`_types_lost` returns.
     """
     rng = np.random.default_rng(0)
     mixes = rng.dirichlet(np.full(24, 0.7), 8)
     adata = simulate_batches(n_cells=2400, n_genes=200, n_batches=8, n_cell_types=24,
                              batch_effect=0.3, type_effect=1.5, type_proportions=mixes, seed=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, lost, *_ = _types_lost(adata)
-    return model, lost, [str(w.message) for w in caught]
+    return _types_lost(adata)
 
 
 @_known_limit("with more cell types than the default's 16 clusters and mixes that differ, "
               "the default merges types")
 def test_many_types_in_different_mixes_keep_their_neighbourhoods(many_types):
-    _, lost, _ = many_types
+    _, lost, *_ = many_types
     assert not lost, lost
 
 
 def test_a_weight_still_rising_at_the_end_warns(many_types):
     # where the default merges types, the controller's weight winds up to the end (docs: atlas)
-    model, lost, messages = many_types
+    model, lost, *_, messages = many_types
     assert lost, "the simulation no longer shows the limit this warning is for"
     assert model.module.strength.late_rise() >= np.e, model.mmd_strength_state
     assert any("The MMD weight wound up" in m for m in messages), messages
@@ -114,22 +113,19 @@ def batches_apart():
     """Shaped like a cell-line set: 5 batches, types 3 and 4 in the first three only, each batch
     its own mix, a batch effect larger than the types' (scVI mixes 0.000; seeds 0-2 at 30 and
     40 epochs: 4-5 of 5 types fall over 0.02 below scVI's purity, up to 0.39; weight 233-1,000).
-    The data, what :func:`_types_lost` returns and the warnings of the trainings.
+    The data and what :func:`_types_lost` returns.
     """
     mixes = [[.4, .3, .1, .1, .1], [.1, .2, .3, .2, .2], [.2, .1, .1, .3, .3],
              [.6, .3, .1, 0, 0], [.1, .3, .6, 0, 0]]
     adata = simulate_batches(n_cells=1500, n_genes=200, n_batches=5, n_cell_types=5,
                              batch_effect=1.0, type_effect=1.5, type_proportions=mixes, seed=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fitted = _types_lost(adata)
-    return adata, fitted, [str(w.message) for w in caught]
+    return adata, _types_lost(adata)
 
 
 @_known_limit("when scVI's latent space puts the batches apart, the default drops its "
               "clusters and mixes that differ push shared types into each other")
 def test_batches_apart_with_different_mixes_keep_their_types(batches_apart):
-    adata, (model, lost, scvi_latent, latent), _ = batches_apart
+    adata, (model, lost, scvi_latent, latent, _) = batches_apart
     if float(model.module.penalty.clusters.pure_share) < 0.5:  # the premise, not the limit
         pytest.fail("the clusters were kept: this simulation no longer tests the split regime")
     batches = adata.obs["batch"].to_numpy()
@@ -139,7 +135,7 @@ def test_batches_apart_with_different_mixes_keep_their_types(batches_apart):
 
 def test_a_weight_at_its_cap_warns(batches_apart):
     # there the weight runs to its cap of 1,000 while the types merge (docs: atlas)
-    _, (model, lost, *_), messages = batches_apart
+    _, (model, lost, *_, messages) = batches_apart
     assert lost, "the simulation no longer shows the limit this warning is for"
     assert model.module.strength.reached_cap, model.mmd_strength_state
     assert any("The MMD weight wound up" in m for m in messages), messages

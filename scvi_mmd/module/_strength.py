@@ -78,7 +78,7 @@ class StrengthController(WeightRule):
         self.total_steps = total
         self._set_rate()
         self.step, self._warm = 0, []
-        self._raised, self._raise, self.reached_cap = [], 0.0, False  # (see late_rise)
+        self._log_raise, self._log_raises, self.reached_cap = 0.0, [], False  # (late_rise)
         self._mean = self._var = self._null_mean = 0.0
         self._log_weight = None  # None: weight 0
         self._set(weight=0.0, baseline=0.0, baseline_se=0.0, null_noise=0.0, target=0.0, phase=0)
@@ -123,18 +123,18 @@ class StrengthController(WeightRule):
             self._null_mean += self.ema * (null - self._null_mean)
         discrepancy = mmd - self._null_mean
         self._update_weight(discrepancy)
-        self._raised.append(self._raise)
+        self._log_raises.append(self._log_raise)  # (so far, after each control step)
         return discrepancy
 
     def late_rise(self, share: float = 0.25) -> float:
         """The factor the controller raised the weight by over the last ``share`` of the steps,
         raises its cap held back included; NaN without a control step in this process.
         """
-        if not self._raised:
+        if not self._log_raises:
             return math.nan
-        back = math.ceil(share * self.step)
-        return math.exp(self._raised[-1] - (self._raised[-back - 1] if back < len(self._raised)
-                                            else 0.0))
+        back = math.ceil(share * self.step)  # (the control's first step starts from 0)
+        then = self._log_raises[-back - 1] if back < len(self._log_raises) else 0.0
+        return math.exp(self._log_raises[-1] - then)
 
     def restart(self) -> None:
         """The weight ``sqrt(min_weight * max_weight)`` (baseline, target kept) for a training
@@ -160,7 +160,7 @@ class StrengthController(WeightRule):
             if push <= 0:
                 return
             self._log_weight = low
-        self._raise += self.rate * push  # (also what the cap holds back: see late_rise)
+        self._log_raise += self.rate * push  # (also what the cap holds back: see late_rise)
         self._log_weight = min(high, self._log_weight + self.rate * push)
         self.reached_cap |= self._log_weight >= high
         if self._log_weight <= low and push < 0:
