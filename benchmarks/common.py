@@ -77,7 +77,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 #: epochs of the small benchmark data sets (the command line trains longer; see docs)
 EPOCHS = {"kang": 100, "kang_shifted": 100, "kang_donors": 100, "sim": 60, "hard": 60,
-          "null": 100}
+          "null": 100, "pancreas_e0.4": 40, "pancreas_e0.8": 40}
 
 
 def kang(seed: int, shift: bool = True):
@@ -140,7 +140,9 @@ def load(dataset: str, seed: int):
     ``sim``: 3 batches, one type in one batch only; ``hard``: 4 batches, a strong gene-wise
     batch effect, two types in two batches each; ``kang``: 2,000 HVGs of Kang et al.;
     ``null``: Kang's STIM cells split at random into 3 batches (nothing to correct);
-    ``kang_shifted``, ``kang_donors``: :func:`kang` with its shift, :func:`kang_donors`.
+    ``kang_shifted``, ``kang_donors``: :func:`kang` with its shift, :func:`kang_donors`;
+    ``pancreas_e0.4``, ``pancreas_e0.8``: ``atlas.py``'s pancreas-shaped simulation (14 types
+    over 9 batches, Dirichlet(0.5) mixes) at that batch effect, the same cells as there.
     """
     import anndata
     import pandas as pd
@@ -161,6 +163,12 @@ def load(dataset: str, seed: int):
         if not KANG.exists():
             raise SystemExit(f"{KANG} not found")
         adata = kang(seed) if dataset == "kang_shifted" else kang_donors(seed)
+        return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
+    if dataset.startswith("pancreas_e"):
+        from atlas import simulate  # (atlas.py imports this module)
+
+        adata = simulate(9, seed, mixes=True, n_types=14, alpha=0.5, exclusive=False,
+                         batch_effect=float(dataset.removeprefix("pancreas_e")))
         return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
     if dataset == "sim":
         adata = simulate_batches(n_cells=2000, n_genes=500, n_batches=3, n_cell_types=5,

@@ -7,6 +7,7 @@ Usage::
     python benchmarks/peers.py sim --seeds 0,1,2 --epochs 300   # simulation, exclusive type
     python benchmarks/peers.py kang_shifted --seeds 0,1,2       # atlas.py's shifted Kang
     python benchmarks/peers.py kang_donors --seeds 0,1,2        # atlas.py's 8 pseudo-donors
+    python benchmarks/peers.py pancreas_e0.8 --seeds 0,1,2      # atlas.py's pancreas shape
     python benchmarks/peers_report.py                     # table, trade-off plot, UMAP grid
 
 Per data set and seed, on the same genes (``benchmarks/common.py``'s data: 2,000 HVGs of Kang,
@@ -62,7 +63,7 @@ from scvi_mmd.cli.benchmark import (
     fit_scvi,
     score,
 )
-from scvi_mmd.metrics import batch_mixing, exclusive_type_report
+from scvi_mmd.metrics import batch_mixing, exclusive_type_report, purity_by_type
 
 STRENGTHS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
@@ -132,7 +133,9 @@ def run(args) -> pd.DataFrame:
                          "fit_seconds": seconds, "embedding": key,
                          "knn_batch_mixing": batch_mixing(latent, adata.obs[batch_key]),
                          **exclusive_type_report(latent, adata.obs[labels_key],
-                                                 adata.obs[batch_key])})
+                                                 adata.obs[batch_key]),
+                         **{f"type_purity[{t}]": v for t, v in  # every type, 15 neighbours
+                            purity_by_type(latent, adata.obs[labels_key], 15).items()}})
             print(pd.DataFrame(rows[-1:]).drop(columns=["dataset"]).round(3)
                   .to_string(index=False, header=False), flush=True)
 
@@ -179,7 +182,8 @@ def run(args) -> pd.DataFrame:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", choices=["kang", "kang_shifted", "kang_donors", "sim"])
+    parser.add_argument("dataset", choices=["kang", "kang_shifted", "kang_donors", "sim",
+                                            "pancreas_e0.4", "pancreas_e0.8"])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--strengths", default=",".join(f"{s:g}" for s in STRENGTHS))

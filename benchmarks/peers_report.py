@@ -4,8 +4,9 @@ Usage::
 
     python benchmarks/peers_report.py [--no-umap]
 
-Reads ``benchmarks/results/peers/{kang,sim,kang_shifted,kang_donors}.csv`` and writes, in the
-same folder:
+Reads ``benchmarks/results/peers/<dataset>.csv`` (the keys of ``DATASETS``) and writes, in the
+same folder (``max_purity_drop``: the largest fall of any type's kNN purity below SCVI's of the
+same seed, where ``peers.py`` recorded every type's purity):
 
 * ``summary.md``: per data set, every method and knob value (mean +- sd over seeds), and the
   headline table: each method's best scib total (mean over seeds, at its best knob value) and
@@ -35,13 +36,30 @@ from scvi_mmd.cli.plots import legend_outside, plot_tradeoff_lines, tradeoff_sty
 
 OUT = Path(__file__).resolve().parent / "results" / "peers"
 METRICS = ["Batch correction", "Bio conservation", "Total", "knn_batch_mixing", "min_purity",
-           "max_intrusion", "shared_batch_mixing", "fit_seconds"]
+           "max_intrusion", "shared_batch_mixing", "max_purity_drop", "fit_seconds"]
 DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 batches, "
             "one type in one batch only",
             "kang_shifted": "Kang, shifted mix (B cells CTRL only)",
-            "kang_donors": "Kang as 8 pseudo-donors, own mixes"}
+            "kang_donors": "Kang as 8 pseudo-donors, own mixes",
+            "pancreas_e0.4": "pancreas-shaped simulation, 9 batches, 14 types, batch effect 0.4",
+            "pancreas_e0.8": "pancreas-shaped simulation, 9 batches, 14 types, batch effect 0.8"}
 STRENGTH = "scvi-mmd (strength)"
 DEFAULT = "scvi-mmd default"  # the strength row at DEFAULT_STRENGTH, shown as its own setting
+
+
+def with_purity_drop(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``max_purity_drop``: the largest fall of any type's kNN purity (``type_purity[...]``
+    columns, every type) below SCVI's of the same data set and seed; NaN without them.
+    """
+    columns = [c for c in table if c.startswith("type_purity[")]
+    drops = np.full(len(table), np.nan)
+    if columns:
+        scvi = table[table["method"] == "SCVI"].set_index(["dataset", "seed"])[columns]
+        for i, (key, row) in enumerate(zip(zip(table["dataset"], table["seed"], strict=True),
+                                           table[columns].to_numpy(float), strict=True)):
+            if key in scvi.index and not np.isnan(row).all():
+                drops[i] = np.nanmax(scvi.loc[key].to_numpy(float) - row)
+    return table.assign(max_purity_drop=drops)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--no-umap", action="store_true")
     args = parser.parse_args(argv)
     tables = [pd.read_csv(OUT / f"{d}.csv") for d in DATASETS if (OUT / f"{d}.csv").exists()]
-    table = pd.concat(tables, ignore_index=True)
+    table = with_purity_drop(pd.concat(tables, ignore_index=True))
     summary = summarise(table)
     parts = ["# scvi-mmd beside its peers (`benchmarks/peers.py`, `peers_report.py`)", "",
              "scib-metrics scores, all embeddings of a data set and seed in one Benchmarker "

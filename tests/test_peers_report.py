@@ -63,3 +63,18 @@ def test_headline_from_raw_rows_best_total_and_the_default_strength_as_its_own_r
     assert table.loc[peers_report.STRENGTH, "best setting"] == "mmd_strength=1"
     assert table.loc[peers_report.DEFAULT, "best setting"] == f"mmd_strength={DEFAULT_STRENGTH:g}"
     assert table.loc[peers_report.DEFAULT, "best total"].startswith(f"{0.4 * 0.6 + 0.6 * 0.7:.3f}")
+
+
+def test_purity_drop_is_the_largest_fall_below_scvi_of_the_same_seed():
+    rows = [{"dataset": "d", "seed": 0, "method": "SCVI", "type_purity[a]": 0.9,
+             "type_purity[b]": 0.8},
+            {"dataset": "d", "seed": 0, "method": "M", "type_purity[a]": 0.95,
+             "type_purity[b]": 0.5},
+            {"dataset": "d", "seed": 1, "method": "SCVI", "type_purity[a]": 0.5,
+             "type_purity[b]": 0.5},
+            {"dataset": "d", "seed": 1, "method": "M", "type_purity[a]": 0.4,
+             "type_purity[b]": 0.6},
+            {"dataset": "e", "seed": 0, "method": "M"}]  # (no per-type purity recorded)
+    drops = peers_report.with_purity_drop(pd.DataFrame(rows))["max_purity_drop"].to_numpy()
+    np.testing.assert_allclose(drops[:4], [0.0, 0.3, 0.0, 0.1])
+    assert np.isnan(drops[4])
