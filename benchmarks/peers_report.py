@@ -11,10 +11,10 @@ same seed, where ``peers.py`` recorded every type's purity):
 * ``summary.md``: per data set, every method and knob value (mean +- sd over seeds), and the
   headline table: each method's best scib total (mean over seeds, at its best knob value) and
   its batch score at SCVI's bio level;
-* ``tradeoff_peers.png``: batch correction (x) against bio conservation (y), one line per
-  tunable method through its knob values (labelled), fixed methods as points, the library's
-  default (the strength at ``DEFAULT_STRENGTH``) as a star, error bars = sd over seeds,
-  legend outside;
+* ``tradeoff_peers.png``: one panel per data set (three to a row), batch correction (x)
+  against bio conservation (y), one line per tunable method through its knob values
+  (labelled), fixed methods as points, the library's default (the strength at
+  ``DEFAULT_STRENGTH``) as a star, error bars = sd over seeds, legend outside;
 * ``umap_peers_<dataset>.png``: one column per method at its best setting (seed 0), coloured
   by batch and by cell type (from ``results/peers/embeddings/``, which ``peers.py`` writes).
 
@@ -130,14 +130,18 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(summary["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 5.2),
-                             squeeze=False)
+    columns = min(3, len(datasets))  # (rows of at most three panels)
+    rows = -(-len(datasets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 5.2 * rows), squeeze=False)
+    axes = list(axes.flat)
     styles = tradeoff_styles(summary)  # a method looks the same in every panel
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    for ax, dataset in zip(axes, datasets, strict=False):
         data = summary[summary["dataset"] == dataset]
         plot_tradeoff_lines(ax, data, highlight=default_rows(data),
                             title=DATASETS.get(dataset, dataset), styles=styles)
-    legend_outside(list(axes[0]))
+    for ax in axes[len(datasets):]:
+        ax.remove()
+    legend_outside(axes[:len(datasets)])
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -207,9 +211,11 @@ def main(argv=None):
                                  for m, s in zip(data[metric], data[f"{metric}_sd"].fillna(0),
                                                  strict=True)]
         parts += [f"## {DATASETS.get(dataset, dataset)}", "", markdown(shown), ""]
+        umap = OUT / f"umap_peers_{dataset}.png"
         if not args.no_umap and (OUT / "embeddings" / f"{dataset}_s0.npz").exists():
-            plot_umaps(summary, dataset, OUT / f"umap_peers_{dataset}.png")
-            parts += [f"![UMAPs, {dataset}](umap_peers_{dataset}.png)", ""]
+            plot_umaps(summary, dataset, umap)
+        if umap.exists():  # (one drawn before stays linked when its embeddings are gone)
+            parts += [f"![UMAPs, {dataset}]({umap.name})", ""]
     plot_tradeoff(summary, OUT / "tradeoff_peers.png")
     (OUT / "summary.md").write_text("\n".join(parts))
     print("\n".join(parts))
