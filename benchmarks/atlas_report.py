@@ -18,24 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import markdown
+from common import markdown, purity_drop
 
 OUT = Path(__file__).resolve().parent / "results" / "atlas"
-
-
-def purity_drop(table: pd.DataFrame) -> pd.Series:
-    """Per row: the largest fall of a type's purity below SCVI's purity of the same seed."""
-    columns = [c for c in table if c.startswith("purity_")]
-    drops = []
-    for _, row in table.iterrows():
-        ref = table[(table["data"] == row["data"]) & (table["seed"] == row["seed"])
-                    & (table["method"] == "SCVI")]
-        if ref.empty or not columns:
-            drops.append(np.nan)
-            continue
-        ref = ref.iloc[0]
-        drops.append(max(float(ref[c] - row[c]) for c in columns if pd.notna(row[c])))
-    return pd.Series(drops, index=table.index)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:

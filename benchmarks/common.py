@@ -183,6 +183,19 @@ def load(dataset: str, seed: int):
     return select_genes(adata, "batch", n_top_genes=0), "batch", "cell_type"
 
 
+def purity_drop(table: pd.DataFrame, data_key: str = "data",
+                prefix: str = "purity_") -> pd.Series:
+    """Per row: the largest fall of a cell type's kNN purity (the columns named ``prefix...``)
+    below SCVI's of the same data set (``data_key``) and seed; NaN without SCVI's row or any
+    purity.
+    """
+    columns, keys = [c for c in table if c.startswith(prefix)], [data_key, "seed"]
+    scvi = table.loc[table["method"] == "SCVI", keys + columns].drop_duplicates(keys)
+    scvi = table[keys].merge(scvi, how="left", on=keys)  # (a left merge keeps the row order)
+    falls = scvi[columns].to_numpy(float) - table[columns].to_numpy(float)
+    return pd.Series(pd.DataFrame(falls).max(axis=1).to_numpy(), index=table.index)
+
+
 def score_rows(adata, batch_key: str, labels_key: str, rows: list[dict]) -> None:
     """Add scib-metrics' batch / bio / total to each row (by its ``embedding``) from one
     Benchmarker call on those embeddings and ``obsm["X_pca"]``.

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import markdown
+from common import markdown, purity_drop
 
 from scvi_mmd.cli.plots import legend_outside, plot_tradeoff_lines, tradeoff_styles
 
@@ -45,21 +45,6 @@ DATASETS = {"kang": "Kang PBMC (IFN-beta), 2 batches", "sim": "simulation, 3 bat
             "pancreas_e0.8": "pancreas-shaped simulation, 9 batches, 14 types, batch effect 0.8"}
 STRENGTH = "scvi-mmd (strength)"
 DEFAULT = "scvi-mmd default"  # the strength row at DEFAULT_STRENGTH, shown as its own setting
-
-
-def with_purity_drop(table: pd.DataFrame) -> pd.DataFrame:
-    """Add ``max_purity_drop``: the largest fall of any type's kNN purity (``type_purity[...]``
-    columns, every type) below SCVI's of the same data set and seed; NaN without them.
-    """
-    columns = [c for c in table if c.startswith("type_purity[")]
-    drops = np.full(len(table), np.nan)
-    if columns:
-        scvi = table[table["method"] == "SCVI"].set_index(["dataset", "seed"])[columns]
-        for i, (key, row) in enumerate(zip(zip(table["dataset"], table["seed"], strict=True),
-                                           table[columns].to_numpy(float), strict=True)):
-            if key in scvi.index and not np.isnan(row).all():
-                drops[i] = np.nanmax(scvi.loc[key].to_numpy(float) - row)
-    return table.assign(max_purity_drop=drops)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -194,7 +179,8 @@ def main(argv=None):
     parser.add_argument("--no-umap", action="store_true")
     args = parser.parse_args(argv)
     tables = [pd.read_csv(OUT / f"{d}.csv") for d in DATASETS if (OUT / f"{d}.csv").exists()]
-    table = with_purity_drop(pd.concat(tables, ignore_index=True))
+    table = pd.concat(tables, ignore_index=True)
+    table = table.assign(max_purity_drop=purity_drop(table, "dataset", "type_purity["))
     summary = summarise(table)
     parts = ["# scvi-mmd beside its peers (`benchmarks/peers.py`, `peers_report.py`)", "",
              "scib-metrics scores, all embeddings of a data set and seed in one Benchmarker "

@@ -75,6 +75,6 @@ def test_purity_drop_is_the_largest_fall_below_scvi_of_the_same_seed():
             {"dataset": "d", "seed": 1, "method": "M", "type_purity[a]": 0.4,
              "type_purity[b]": 0.6},
             {"dataset": "e", "seed": 0, "method": "M"}]  # (no per-type purity recorded)
-    drops = peers_report.with_purity_drop(pd.DataFrame(rows))["max_purity_drop"].to_numpy()
+    drops = peers_report.purity_drop(pd.DataFrame(rows), "dataset", "type_purity[").to_numpy()
     np.testing.assert_allclose(drops[:4], [0.0, 0.3, 0.0, 0.1])
     assert np.isnan(drops[4])
